@@ -1,0 +1,1 @@
+"""Adapters that speak DynamoDB, SQS and Secrets Manager on behalf of the domain."""

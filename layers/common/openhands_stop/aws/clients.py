@@ -1,0 +1,60 @@
+"""botocore clients built once per process, with retries and timeouts chosen on purpose.
+
+Standard retry mode with 3 attempts and 1 s connect / 2 s read timeouts keeps the worst case
+of one call near 3 x 3 s, inside the function's timeout, so a slow dependency becomes a
+503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
+itself) points every client at a local emulation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import botocore.session
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+USER_AGENT_EXTRA = "openhands-stop"
+"""Marks our clients' requests (in AWS logs, and for tests that count our calls)."""
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=1,
+    read_timeout=2,
+    tcp_keepalive=True,
+    user_agent_extra=USER_AGENT_EXTRA,
+)
+
+
+def _client(service: str) -> Any:
+    # One botocore session per process: a boto3 Session would load the same data again.
+    return _session().create_client(service, config=CLIENT_CONFIG)
+
+
+_SESSION: botocore.session.Session | None = None
+
+
+def _session() -> botocore.session.Session:
+    global _SESSION  # noqa: PLW0603 - one session per process is the point
+    if _SESSION is None:
+        _SESSION = botocore.session.get_session()
+    return _SESSION
+
+
+def dynamodb_client() -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb")
+    return client
+
+
+def sqs_client() -> SQSClient:
+    client: SQSClient = _client("sqs")
+    return client
+
+
+def secretsmanager_client() -> SecretsManagerClient:
+    client: SecretsManagerClient = _client("secretsmanager")
+    return client

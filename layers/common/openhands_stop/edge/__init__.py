@@ -1,0 +1,1 @@
+"""The HTTP face of the stop: the FastAPI app, the session-key check, the Lambda entry."""

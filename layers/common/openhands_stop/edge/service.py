@@ -1,0 +1,38 @@
+"""What one stop request needs, gathered once per process and handed to the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import uuid4
+
+from openhands_stop.domain import (
+    CancelQueue,
+    ConversationTable,
+    StopRequest,
+    StopResult,
+    close_session,
+)
+from openhands_stop.domain.models import utc_now
+from openhands_stop.edge.session_key import SessionKeyVerifier
+
+
+@dataclass(frozen=True)
+class StopService:
+    """The stop route's collaborators: the key check, the table, the queue."""
+
+    verifier: SessionKeyVerifier
+    table: ConversationTable
+    cancels: CancelQueue
+    resend_window: timedelta
+    retry_after_seconds: int
+
+    def stop(self, conversation_id: str, request_id: str) -> StopResult:
+        stop = StopRequest(stop_id=uuid4().hex, request_id=request_id, requested_at=utc_now())
+        return close_session(
+            conversation_id,
+            stop,
+            table=self.table,
+            cancels=self.cancels,
+            resend_window=self.resend_window,
+        )

@@ -1,0 +1,42 @@
+"""The function's settings, read only from the environment variables template.yaml sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    """Where the table, queue and secret are, and the few timings the stop depends on."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
+    cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
+    session_key_secret_id: str = Field(alias="SESSION_API_KEY_SECRET_ID", min_length=1)
+    # Warm requests use the cached key; a request whose key misses refreshes it (rotation
+    # without a restart) at most this often, so wrong keys cannot flood Secrets Manager.
+    key_cache_seconds: float = Field(alias="KEY_CACHE_SECONDS", default=300, gt=0)
+    key_refresh_min_seconds: float = Field(alias="KEY_REFRESH_MIN_SECONDS", default=15, ge=0)
+    # If Secrets Manager fails during a refresh, the last key fetched keeps serving this long.
+    key_max_stale_seconds: float = Field(alias="KEY_MAX_STALE_SECONDS", default=900, ge=0)
+    # After a rotation, AWSPREVIOUS is still accepted for this long after AWSCURRENT was made.
+    previous_key_grace_seconds: float = Field(
+        alias="PREVIOUS_KEY_GRACE_SECONDS", default=3600, ge=0
+    )
+    # A retried stop this soon after the recorded one sends its cancel again.
+    cancel_resend_window_seconds: float = Field(
+        alias="CANCEL_RESEND_WINDOW_SECONDS", default=120, ge=0
+    )
+    retry_after_seconds: int = Field(alias="RETRY_AFTER_SECONDS", default=1, ge=1)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+    @property
+    def cancel_resend_window(self) -> timedelta:
+        return timedelta(seconds=self.cancel_resend_window_seconds)

@@ -1,0 +1,1 @@
+"""Local tooling: the AWS emulation, ``make run`` and ``make invoke``. Not shipped to Lambda."""

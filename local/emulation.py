@@ -1,0 +1,183 @@
+"""An embedded AWS (moto's server on 127.0.0.1) with the stack's table, queue and secret.
+
+The table is built from ``template.yaml``'s own key schema, so the emulation, the tests and
+the deployed stack cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+FUNCTION_DIR = ROOT / "functions" / "stop_conversation"
+
+REGION = "us-east-1"
+TABLE_NAME = "conversations"
+QUEUE_NAME = "cancel.fifo"
+DEAD_LETTER_QUEUE_NAME = "cancel-dlq.fifo"
+SECRET_NAME = "stop-conversation/session-api-key"  # noqa: S105 - a name, not a secret
+# A key for the emulation only, the same one the sample events carry. Never a real secret.
+DEMO_SESSION_KEY = "local-demo-session-key"
+
+DEMO_CONVERSATIONS: Mapping[str, str] = {
+    "demo-running": "RUNNING",
+    "demo-starting": "STARTING",
+    "demo-stopped": "STOPPED",
+}
+
+AWS_DUMMY_ENV = {
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads template.yaml, keeping !Ref, !GetAtt, !Sub ... as plain tagged values."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    return {name: value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        document: dict[str, Any] = yaml.load(handle, Loader=_CloudFormationLoader)  # noqa: S506
+    return document
+
+
+def table_definition(template: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The CreateTable arguments of the template's conversations table (schema only)."""
+    resources = (template or load_template())["Resources"]
+    properties = resources["ConversationsTable"]["Properties"]
+    return {
+        "KeySchema": properties["KeySchema"],
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Names of the emulated stack's resources, and the function's environment for them."""
+
+    endpoint_url: str | None
+    table_name: str
+    queue_url: str
+    dead_letter_queue_url: str
+    secret_id: str
+
+    def function_environment(self) -> dict[str, str]:
+        """The variables template.yaml gives the function, pointed at this emulation."""
+        env = {
+            **AWS_DUMMY_ENV,
+            "CONVERSATIONS_TABLE_NAME": self.table_name,
+            "CANCEL_QUEUE_URL": self.queue_url,
+            "SESSION_API_KEY_SECRET_ID": self.secret_id,
+            "POWERTOOLS_SERVICE_NAME": "stop-conversation",
+        }
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        return env
+
+    def client(self, service: str) -> Any:
+        factory: Any = boto3.client  # service is a runtime string: no typed overload applies
+        return factory(service, region_name=REGION, endpoint_url=self.endpoint_url)
+
+
+def create_stack(
+    endpoint_url: str | None,
+    *,
+    session_key: str | None = DEMO_SESSION_KEY,
+    suffix: str = "",
+) -> Stack:
+    """Create the table, the FIFO cancel queue with its dead-letter queue, and the secret.
+
+    ``suffix`` gives every resource a fresh name (tests use one per test: moto's queues
+    slow down as they grow, and PurgeQueue refuses a second purge within 60 s).
+    """
+    use_dummy_credentials()
+    dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint_url)
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint_url)
+    secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=endpoint_url)
+    table_name = f"{TABLE_NAME}{suffix}"
+    dynamodb.create_table(TableName=table_name, **table_definition())
+    fifo: dict[Any, str] = {"FifoQueue": "true"}
+    dlq_url = sqs.create_queue(
+        QueueName=DEAD_LETTER_QUEUE_NAME.replace(".fifo", f"{suffix}.fifo"), Attributes=fifo
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}'
+    queue_url = sqs.create_queue(
+        QueueName=QUEUE_NAME.replace(".fifo", f"{suffix}.fifo"),
+        Attributes={**fifo, "RedrivePolicy": redrive},
+    )["QueueUrl"]
+    secret_args: dict[str, Any] = {"Name": f"{SECRET_NAME}{suffix}"}
+    if session_key is not None:
+        secret_args["SecretString"] = session_key
+    secret_arn = secrets.create_secret(**secret_args)["ARN"]
+    return Stack(endpoint_url, table_name, queue_url, dlq_url, secret_arn)
+
+
+def seed(stack: Stack, conversations: Mapping[str, str] = DEMO_CONVERSATIONS) -> None:
+    """Put conversations in the table with the given statuses."""
+    use_dummy_credentials()
+    dynamodb = stack.client("dynamodb")
+    for conversation_id, status in conversations.items():
+        dynamodb.put_item(
+            TableName=stack.table_name,
+            Item={"conversation_id": {"S": conversation_id}, "status": {"S": status}},
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def moto_server(port: int | None = None) -> Iterator[str]:
+    """moto's server on 127.0.0.1, quiet, for as long as the block runs; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    chosen = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{chosen}"
+    finally:
+        server.stop()
+
+
+def use_dummy_credentials() -> None:
+    """Region and credentials for the emulation, unless the environment already has some."""
+    for name, value in AWS_DUMMY_ENV.items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,117 @@
+"""Shared fixtures: an emulated stack per test (fresh names), the app, the real handler."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from moto import mock_aws
+from openhands_stop.edge.app import create_app
+from openhands_stop.edge.lambda_entry import build_handler, build_service
+from openhands_stop.edge.service import StopService
+from openhands_stop.edge.settings import Settings
+
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    DEMO_SESSION_KEY,
+    FUNCTION_DIR,
+    Stack,
+    create_stack,
+    moto_server,
+    seed,
+)
+from local.invoke import LambdaContext
+from tests.support import AwsCallCounter
+
+KEY = DEMO_SESSION_KEY
+
+
+@pytest.fixture(autouse=True)
+def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and no real endpoint: nothing a test does can reach AWS."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_DUMMY_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """The stack in moto, in process, with fresh resource names."""
+    with mock_aws():
+        yield create_stack(None, suffix=f"-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server on 127.0.0.1 for tests that cross the real HTTP wire."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def wire_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """The stack in moto's server, reached over HTTP, with fresh resource names."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    return create_stack(moto_endpoint, suffix=f"-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    return Settings.from_environment(stack.function_environment())
+
+
+@pytest.fixture
+def service(settings: Settings) -> StopService:
+    return build_service(settings)
+
+
+@pytest.fixture
+def app(service: StopService) -> FastAPI:
+    return create_app(service)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=True) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def seeded(stack: Stack) -> Stack:
+    seed(stack)
+    return stack
+
+
+@pytest.fixture
+def aws_calls() -> Iterator[AwsCallCounter]:
+    with AwsCallCounter() as counter:
+        yield counter
+
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@pytest.fixture
+def lambda_handler(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The handler template.yaml names, imported as Lambda does (CodeUri on sys.path),
+    configured only through the environment variables the template sets."""
+    for name, value in stack.function_environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(FUNCTION_DIR))
+    sys.modules.pop("app", None)
+    import app as function_module
+
+    handler = function_module.handler
+    yield lambda event: handler(event, LambdaContext(aws_request_id=uuid.uuid4().hex))
+    sys.modules.pop("app", None)
+
+
+__all__ = ["KEY", "build_handler"]
