@@ -60,15 +60,18 @@ WorkerFactory = Callable[..., Worker]
 @pytest.fixture
 def make_worker(stack: Stack) -> WorkerFactory:
     def make(queue_url: str | None = None, **overrides: Any) -> Worker:
-        settings = WorkerSettings(
-            table_name=stack.table_name,
-            cancel_queue_url=queue_url or stack.queue_url,
-            worker_id=WORKER_ID,
-            wait_time_seconds=0,
-            backstop_seconds=0,
-            cleanup_timeout_seconds=2,
-            shutdown_grace_seconds=2,
+        settings = WorkerSettings.model_validate(
+            {
+                "table_name": stack.table_name,
+                "cancel_queue_url": queue_url or stack.queue_url,
+                "worker_id": WORKER_ID,
+                "wait_time_seconds": 0,
+                "backstop_seconds": 0,
+                "cleanup_timeout_seconds": 2,
+                "shutdown_grace_seconds": 2,
+                **overrides,
+            }
         )
-        return Worker(settings.model_copy(update=overrides))
+        return Worker(settings)
 
     return make
