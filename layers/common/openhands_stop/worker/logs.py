@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
             document.update(fields)
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
-        return json.dumps(document, default=str)
+        return json.dumps(document, default=_jsonable)
 
 
 def configure_json_logging(stream: IO[str] | None = None, level: int = logging.INFO) -> None:
@@ -43,3 +43,9 @@ def configure_json_logging(stream: IO[str] | None = None, level: int = logging.I
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
+
+def _jsonable(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds")
+    return str(value)
