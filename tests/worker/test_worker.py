@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
+from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import CancelMessage, utc_now
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import ClaimRejected, Outcome
@@ -403,10 +404,68 @@ def test_the_worker_calls_only_what_its_iam_policy_allows(
 
     worker_calls = {name for name in counter.calls if name not in _stop_route_calls()}
     assert worker_calls <= WORKER_OPERATIONS
-    assert {"dynamodb.UpdateItem", "dynamodb.BatchGetItem", "sqs.ReceiveMessage",
-            "sqs.DeleteMessage", "sqs.ChangeMessageVisibility"} <= worker_calls  # fmt: skip
+    assert {
+        "dynamodb.UpdateItem",
+        "dynamodb.BatchGetItem",
+        "sqs.ReceiveMessage",
+        "sqs.DeleteMessage",
+        "sqs.ChangeMessageVisibility",
+    } <= worker_calls
 
 
 def _stop_route_calls() -> set[str]:
     # The stop route's own calls in the same process (its clients carry the same marker).
     return {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
+
+
+def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
+    stack: Stack,
+    make_worker: WorkerFactory,
+    service: StopService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(cleanup_timeout_seconds=0.1)
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+
+    async def slow_to_stop(conversation_id: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # a cleanup that outlives the bound
+
+    async def scenario() -> tuple[list[Outcome], bool]:
+        task = await worker.start(CONVERSATION, slow_to_stop)
+        service.stop(CONVERSATION, "r")
+        outcomes = await worker.poll_once()
+        done_when_deleted = task.done()
+        await asyncio.wait({task})
+        return outcomes, done_when_deleted
+
+    outcomes, done_when_deleted = run(scenario())
+
+    assert outcomes == [Outcome.STOPPED]
+    assert not done_when_deleted
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    [line] = stopped_lines(caplog)
+    assert line["cleanup_completed"] is False
+
+
+def test_the_backstop_still_stops_loops_when_the_queue_fails(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    missing_queue = stack.queue_url.replace("cancel", "no-such-queue")
+    worker = make_worker(missing_queue, wait_time_seconds=1, backstop_seconds=0.2)
+    agent = Agent()
+
+    async def scenario() -> None:
+        async with worker:
+            task = await worker.start(CONVERSATION, agent)
+            with pytest.raises(DependencyFailure):  # recorded STOPPED, then the send failed
+                service.stop(CONVERSATION, "r")
+            await asyncio.wait_for(asyncio.wait({task}), 10)
+
+    run(scenario())
+
+    assert agent.cleanups == [CONVERSATION]

@@ -4,7 +4,13 @@
 ``close_session``: from its cancel queue, or from its backstop read of the table.
 """
 
-from openhands_stop.worker.runtime import AgentLoop, ClaimRejected, Outcome, Worker
+from openhands_stop.worker.runtime import (
+    AgentLoop,
+    ClaimRejected,
+    Outcome,
+    Worker,
+    WorkerClosed,
+)
 from openhands_stop.worker.settings import WorkerSettings
 
-__all__ = ["AgentLoop", "ClaimRejected", "Outcome", "Worker", "WorkerSettings"]
+__all__ = ["AgentLoop", "ClaimRejected", "Outcome", "Worker", "WorkerClosed", "WorkerSettings"]

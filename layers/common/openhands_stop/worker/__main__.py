@@ -13,7 +13,7 @@ import os
 
 from openhands_stop.worker.demo import demo_agent_loop
 from openhands_stop.worker.logs import configure_json_logging, log
-from openhands_stop.worker.runtime import ClaimRejected, Worker
+from openhands_stop.worker.runtime import ClaimRejected, Worker, WorkerClosed
 from openhands_stop.worker.settings import WorkerSettings
 
 
@@ -24,18 +24,30 @@ async def serve(settings: WorkerSettings, demo_ids: list[str], tick_seconds: flo
         for conversation_id in demo_ids:
             try:
                 await worker.start(conversation_id, demo_agent_loop(tick_seconds))
+            except WorkerClosed:
+                break  # SIGTERM while the demos were being claimed
             except ClaimRejected as rejected:
-                log(logging.WARNING, "demo_not_started", conversation_id=conversation_id,
-                    status=rejected.status)  # fmt: skip
+                log(
+                    logging.WARNING,
+                    "demo_not_started",
+                    conversation_id=conversation_id,
+                    status=rejected.status,
+                )
         await worker.wait_closed()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m openhands_stop.worker", description=__doc__)
-    parser.add_argument("--demo", action="append", default=[], metavar="ID",
-                        help="claim this conversation and run the demo agent loop")  # fmt: skip
-    parser.add_argument("--tick-seconds", type=float,
-                        default=float(os.environ.get("DEMO_TICK_SECONDS", "1")))  # fmt: skip
+    parser.add_argument(
+        "--demo",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="claim this conversation and run the demo agent loop",
+    )
+    parser.add_argument(
+        "--tick-seconds", type=float, default=float(os.environ.get("DEMO_TICK_SECONDS", "1"))
+    )
     args = parser.parse_args(argv)
     from_env = [i for i in os.environ.get("DEMO_CONVERSATION_IDS", "").split(",") if i.strip()]
     configure_json_logging()

@@ -56,6 +56,10 @@ class Outcome(StrEnum):
     HANDED_BACK = "handed_back"  # received while shutting down: visible again at once
 
 
+class WorkerClosed(RuntimeError):
+    """The worker is shutting down: it starts no new loops."""
+
+
 class ClaimRejected(Exception):
     """The conversation is not STARTING (stopped first, claimed elsewhere, or unknown)."""
 
@@ -131,7 +135,7 @@ class Worker:
         stop landed first: the stop wins and the loop never starts.
         """
         if self._closing.is_set():
-            raise RuntimeError("the worker is shutting down")
+            raise WorkerClosed("the worker is shutting down")
         if conversation_id in self._loops or conversation_id in self._claiming:
             raise ValueError(f"{conversation_id} is already running here")
         self._claiming.add(conversation_id)
@@ -270,8 +274,12 @@ class Worker:
             await asyncio.to_thread(self._inbox.delete, message)
         except DependencyFailure as failure:
             # It will be delivered again, and then handled as a duplicate.
-            log(logging.WARNING, "cancel_delete_failed", message_id=message.message_id,
-                error=str(failure))  # fmt: skip
+            log(
+                logging.WARNING,
+                "cancel_delete_failed",
+                message_id=message.message_id,
+                error=str(failure),
+            )
         return outcome
 
     def _dispatch(self, messages: list[ReceivedMessage]) -> None:
@@ -319,8 +327,12 @@ class Worker:
                     messages = receiving.result()
                 except DependencyFailure as failure:
                     backoff = min(max(backoff * 2, 0.5), _POLL_BACKOFF_MAX_SECONDS)
-                    log(logging.WARNING, "cancel_poll_failed", error=str(failure),
-                        retry_in_seconds=backoff)  # fmt: skip
+                    log(
+                        logging.WARNING,
+                        "cancel_poll_failed",
+                        error=str(failure),
+                        retry_in_seconds=backoff,
+                    )
                     await asyncio.wait({closing}, timeout=backoff)
                     continue
                 backoff = 0.0
