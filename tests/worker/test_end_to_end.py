@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -63,6 +65,7 @@ def test_a_stop_over_http_stops_the_running_loop_within_two_seconds(wire_stack: 
     assert any("agent loop stopped" in line for line in worker.stdout)
     [closed] = [e for e in worker.seen if e["event"] == "worker_stopped"]
     assert closed["loops_left"] == 0
+    assert all(KEY not in json.dumps(event) for event in worker.seen)
 
 
 @pytest.mark.slow
