@@ -1,4 +1,4 @@
-"""docs/worker.md's embedding example, run as written against moto."""
+"""The README's worker embedding example, run as written against moto."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from local.emulation import ROOT, Stack, seed
 from tests.support import read_record
 from tests.worker.conftest import queue_depth
 
-DOC = ROOT / "docs" / "worker.md"
+DOC = ROOT / "README.md"
 
 
 def embedding_example() -> str:
     text = DOC.read_text(encoding="utf-8")
     section = text[text.index("### Embedding the worker") :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "docs/worker.md lost its embedding example"
+    assert match, "README.md lost its worker embedding example"
     return match.group(1)
 
 
