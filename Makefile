@@ -63,7 +63,7 @@ unit: install sam-install ## the test suite alone, without the sam build test
 	$(BIN)/pytest
 
 test: lint sam-install runtime-python ## everything CI runs: lint, every test, the sam build
-	$(BIN)/pytest --sam-build
+	SAM_BUILD_TEST=1 $(BIN)/pytest
 
 format: install
 	$(BIN)/ruff format .
