@@ -89,7 +89,7 @@ def test_the_timeout_leaves_room_for_one_dependency_s_retries_under_the_api_limi
     """3 attempts x (1 s connect + 2 s read) plus backoff fits; API Gateway waits longer."""
     _, function = one(default, "AWS::Lambda::Function")
     _, integration = one(default, "AWS::ApiGatewayV2::Integration")
-    assert 3 * (1 + 2) < function["Timeout"] * 1000 / 1000 < 30
+    assert 3 * (1 + 2) < function["Timeout"] < 30
     assert function["Timeout"] * 1000 < integration["TimeoutInMillis"] <= 30000
 
 
@@ -419,6 +419,8 @@ def test_alarms_notify_the_chosen_topic_or_email(
         assert topics["AlarmTopic"]["Subscription"] == [
             {"Protocol": "email", "Endpoint": "ops@example.com"}
         ]
+        # CloudWatch cannot publish to a topic under the AWS managed aws/sns key.
+        assert topics["AlarmTopic"].get("KmsMasterKeyId") != "alias/aws/sns"
     else:
         assert not topics
 
@@ -436,6 +438,7 @@ def test_outputs_give_what_a_deployer_and_the_workers_need(default: Any) -> None
     assert outputs["CancelQueueUrl"] == "${CancelQueue}"
     assert outputs["SessionApiKeySecretArn"] == "${SessionApiKeySecret}"
     assert outputs["AgentWorkerPolicyArn"] == "${AgentWorkerPolicy}"
+    assert outputs["FunctionLogGroupName"] == "${FunctionLogGroup}"
 
 
 def test_every_parameter_is_described_and_documented(transformed: dict[str, Any]) -> None:
