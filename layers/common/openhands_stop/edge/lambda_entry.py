@@ -57,8 +57,9 @@ def after_snapstart_restore(hook: Callable[[], None]) -> bool:
 
     The snapshot was taken after init, possibly long before: a key cached then may have been
     rotated since, and its cache timestamps came from another machine's clock. Nothing else
-    needs refreshing: init makes no AWS call (no pooled connection to go stale), the clients
-    read credentials from the runtime's provider, and ids come from ``os.urandom``.
+    needs refreshing: init makes no AWS call (no pooled connection to go stale), SnapStart
+    functions get credentials from the container credentials endpoint, which botocore
+    refreshes itself, and stop ids come from ``os.urandom``, unique after a restore.
     Returns False where the runtime has no SnapStart hooks (not on Lambda).
     """
     try:
