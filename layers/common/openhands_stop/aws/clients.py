@@ -1,8 +1,10 @@
 """botocore clients built once per process, with retries and timeouts chosen on purpose.
 
-Standard retry mode with 3 attempts and 1 s connect / 2 s read timeouts keeps the worst case
-of one call near 3 x 3 s, inside the function's timeout, so a slow dependency becomes a
-503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
+Standard retry mode with 3 attempts in all (botocore's ``max_attempts`` counts retries, so
+``total_max_attempts`` it is) and 0.5 s connect / 0.7 s read timeouts: the worst case of one
+call, backoff included (throttling backs off 1 s then 2 s), is about 4.5 s, so a warm stop's
+write and send together stay inside the function's 10 s timeout and a slow dependency becomes
+a 503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
 itself) points every client at a local emulation.
 """
 
@@ -22,9 +24,9 @@ USER_AGENT_EXTRA = "openhands-stop"
 """Marks our clients' requests (in AWS logs, and for tests that count our calls)."""
 
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=1,
-    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 3},
+    connect_timeout=0.5,
+    read_timeout=0.7,
     tcp_keepalive=True,
     user_agent_extra=USER_AGENT_EXTRA,
 )
