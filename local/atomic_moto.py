@@ -3,9 +3,9 @@
 moto evaluates a ConditionExpression and applies the write without a lock (and reads the
 ``ALL_OLD`` image before the write, in its response layer), so two threads of its server can
 both pass ``status = STARTING`` on the same item, or return a stale old image: races real
-DynamoDB never allows (conditional writes are serialised per item). Tests of races, and the load run, call
-``serialize_dynamodb_writes()`` in the process that runs moto, so what they prove is about
-the product and not about the emulation's gaps.
+DynamoDB never allows (conditional writes are serialised per item). Tests of races, and
+the load run, call ``serialize_dynamodb_writes()`` in the process that runs moto, so what
+they prove is about the product and not about the emulation's gaps.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _MARK = "_openhands_stop_serialized"
 
 
 def serialize_dynamodb_writes() -> None:
-    """Idempotent: wraps moto's DynamoDB item operations (request to response) in one process-wide lock."""
+    """Wrap moto's DynamoDB item operations, request to response, in one lock (idempotent)."""
     from moto.dynamodb.responses import DynamoHandler
 
     for name in _WRITES:

@@ -49,7 +49,7 @@ class Fault:
         if self.timeout:
             raise ReadTimeoutError(endpoint_url=url)
         body = json.dumps({"__type": f"com.amazonaws#{self.code}", "message": _DETAIL})
-        headers = {"content-type": "application/x-amz-json-1.0"}
+        headers: Any = {"content-type": "application/x-amz-json-1.0"}
         return AWSResponse(url, self.status, headers, _Raw(body.encode()))
 
 

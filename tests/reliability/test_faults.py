@@ -67,7 +67,7 @@ def _queue_summary(messages: list[dict[str, Any]]) -> str:
     [(DYNAMODB_THROTTLING, 503), (DYNAMODB_INTERNAL, 503), (READ_TIMEOUT, 503)],
     ids=lambda value: getattr(value, "name", str(value)),
 )
-def test_dynamodb_fault_leaves_the_conversation_running_and_a_retry_stops_it(
+def test_dynamodb_fault_leaves_the_conversation_running_and_a_retry_stops_it(  # noqa: PLR0917
     wire_stack: Stack,
     wire_client: TestClient,
     faults: FaultInjector,
@@ -112,7 +112,7 @@ def test_dynamodb_fault_leaves_the_conversation_running_and_a_retry_stops_it(
     [(SQS_INTERNAL, 503), (SQS_THROTTLING, 503), (READ_TIMEOUT, 503), (SQS_ACCESS_DENIED, 500)],
     ids=lambda value: getattr(value, "name", str(value)),
 )
-def test_sqs_fault_after_the_write_loses_no_cancel(
+def test_sqs_fault_after_the_write_loses_no_cancel(  # noqa: PLR0917
     wire_stack: Stack,
     wire_client: TestClient,
     faults: FaultInjector,
@@ -263,7 +263,10 @@ def test_secrets_manager_down_past_the_stale_limit_fails_closed(
 ) -> None:
     seed(wire_stack, {CID: "RUNNING", "conv-b": "RUNNING"})
     service = _service(
-        wire_stack, KEY_CACHE_SECONDS="0.001", KEY_REFRESH_MIN_SECONDS="0", KEY_MAX_STALE_SECONDS="0"
+        wire_stack,
+        KEY_CACHE_SECONDS="0.001",
+        KEY_REFRESH_MIN_SECONDS="0",
+        KEY_MAX_STALE_SECONDS="0",
     )
     faults = watch_service(service)
     with TestClient(create_app(service)) as client:

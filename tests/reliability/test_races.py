@@ -86,9 +86,9 @@ def claim(stack: Stack, cid: str, worker_id: str, queue_url: str) -> bool:
 
 def _worker_queue(stack: Stack) -> str:
     name = stack.queue_url.rsplit("/", 1)[1].replace("cancel", "worker")
-    url: str = stack.client("sqs").create_queue(
-        QueueName=name, Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
+    url: str = stack.client("sqs").create_queue(QueueName=name, Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
     return url
 
 
@@ -145,11 +145,15 @@ def test_stop_racing_a_claim_always_ends_stopped(
         gate = threading.Barrier(2)
         results: dict[str, Any] = {}
 
-        def do_claim(cid: str = cid, gate: threading.Barrier = gate) -> None:
+        def do_claim(
+            cid: str = cid, gate: threading.Barrier = gate, results: dict[str, Any] = results
+        ) -> None:
             gate.wait()
             results["claimed"] = claim(wire_stack, cid, "worker-1", worker_queue)
 
-        def do_stop(cid: str = cid, gate: threading.Barrier = gate) -> None:
+        def do_stop(
+            cid: str = cid, gate: threading.Barrier = gate, results: dict[str, Any] = results
+        ) -> None:
             gate.wait()
             results["stop"] = wire_service.stop(cid, f"r-{cid}")
 

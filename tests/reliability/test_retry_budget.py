@@ -9,8 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from botocore.retries.standard import ExponentialBackoff
+from botocore.retries import standard
 from openhands_stop.aws import clients
+from openhands_stop.aws.conversation_table import DynamoConversationTable
 from openhands_stop.domain import DependencyFailure
 from openhands_stop.domain.models import StopRequest, utc_now
 from openhands_stop.edge.service import StopService
@@ -20,6 +21,7 @@ from tests.reliability.conftest import Evidence
 from tests.reliability.faults import DYNAMODB_THROTTLING, FaultInjector
 
 ATTEMPTS = 3
+CONFIG: Any = clients.CLIENT_CONFIG
 LAMBDA_MARGIN_SECONDS = 1.0  # the function's own work, around the two calls of a warm stop
 
 
@@ -35,17 +37,18 @@ def _clients(service: StopService) -> dict[str, Any]:
 def worst_call_seconds(config: Any, service: str) -> float:
     """The longest one call can take: every attempt times out or is throttled, each
     followed by botocore's largest backoff for that attempt (throttling: 1 s x 2**i)."""
+    backoff: Any = standard.ExponentialBackoff
     attempts = config.retries["total_max_attempts"]
     per_attempt = config.connect_timeout + config.read_timeout
-    scale = ExponentialBackoff._SERVICE_BACKOFF_CONFIG.get(
-        service, ExponentialBackoff._DEFAULT_BACKOFF_CONFIG
-    ).get("non_throttling_base_scale", 0.05)
+    scale = backoff._SERVICE_BACKOFF_CONFIG.get(service, backoff._DEFAULT_BACKOFF_CONFIG).get(
+        "non_throttling_base_scale", 0.05
+    )
     total = 0.0
     for i in range(attempts - 1):
         timed_out = per_attempt + scale * 2**i
-        throttled = min(1.0 * 2**i, ExponentialBackoff._MAX_BACKOFF)
+        throttled = min(1.0 * 2**i, backoff._MAX_BACKOFF)
         total += max(timed_out, throttled)
-    return total + per_attempt
+    return float(total + per_attempt)
 
 
 def test_clients_use_standard_retries_with_bounded_attempts_and_timeouts(
@@ -55,10 +58,10 @@ def test_clients_use_standard_retries_with_bounded_attempts_and_timeouts(
         config = client.meta.config
         assert config.retries["mode"] == "standard"
         assert config.retries["total_max_attempts"] == ATTEMPTS
-        assert config.connect_timeout == clients.CLIENT_CONFIG.connect_timeout
-        assert config.read_timeout == clients.CLIENT_CONFIG.read_timeout
+        assert config.connect_timeout == CONFIG.connect_timeout
+        assert config.read_timeout == CONFIG.read_timeout
         assert config.user_agent_extra == clients.USER_AGENT_EXTRA
-    config = clients.CLIENT_CONFIG
+    config = CONFIG
     evidence(
         "Retry policy",
         "botocore config on the DynamoDB, SQS and Secrets Manager clients",
@@ -69,7 +72,7 @@ def test_clients_use_standard_retries_with_bounded_attempts_and_timeouts(
 
 def test_a_warm_stop_worst_case_fits_the_function_timeout(evidence: Evidence) -> None:
     timeout = load_template()["Resources"]["StopConversationFunction"]["Properties"]["Timeout"]
-    config = clients.CLIENT_CONFIG
+    config = CONFIG
     write = worst_call_seconds(config, "dynamodb")
     send = worst_call_seconds(config, "sqs")
     assert write + send + LAMBDA_MARGIN_SECONDS <= timeout
@@ -111,15 +114,12 @@ def test_a_silent_endpoint_is_abandoned_after_the_configured_attempts(
 
     threading.Thread(target=accept, daemon=True).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
-    client = clients.dynamodb_client()
+    table = DynamoConversationTable(clients.dynamodb_client(), "t")
+    stop = StopRequest(stop_id="s", request_id="r", requested_at=utc_now())
     started = time.monotonic()
     try:
         with pytest.raises(DependencyFailure) as failure:
-            from openhands_stop.aws.conversation_table import DynamoConversationTable
-
-            DynamoConversationTable(client, "t").mark_stopped(
-                "c", StopRequest(stop_id="s", request_id="r", requested_at=utc_now())
-            )
+            table.mark_stopped("c", stop)
         elapsed = time.monotonic() - started
     finally:
         listener.close()
