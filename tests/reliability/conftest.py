@@ -27,7 +27,6 @@ from tests.reliability.faults import FaultInjector, watch_service
 from tests.reliability.profile import FULL
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     # moto's server runs in this process (fixture moto_endpoint): make its item writes
     # atomic like DynamoDB's, or the races below would test the emulation, not the product.
