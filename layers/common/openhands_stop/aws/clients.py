@@ -10,6 +10,7 @@ itself) points every client at a local emulation.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+
+# At DEBUG, botocore logs every response body, and GetSecretValue's holds the session key:
+# whatever the function's log level (AWS_LAMBDA_LOG_LEVEL=DEBUG included), never below INFO.
+logging.getLogger("botocore.parsers").setLevel(logging.INFO)
 
 USER_AGENT_EXTRA = "openhands-stop"
 """Marks our clients' requests (in AWS logs, and for tests that count our calls)."""

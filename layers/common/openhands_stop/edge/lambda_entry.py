@@ -41,7 +41,8 @@ def build_handler(settings: Settings | None = None) -> LambdaHandler:
     service = build_service(settings or Settings.from_environment())
     asgi = Mangum(create_app(service), lifespan="off")
 
-    @logger.inject_lambda_context(clear_state=True)
+    # log_event pinned off: POWERTOOLS_LOGGER_LOG_EVENT=true would log X-Session-API-Key.
+    @logger.inject_lambda_context(clear_state=True, log_event=False)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         response: dict[str, Any] = asgi(event, context)
         return response
