@@ -7,10 +7,10 @@ from collections import Counter
 from typing import Any
 
 import schemathesis
-from schemathesis.generation.modes import GenerationMode
 from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
+from schemathesis.generation.modes import GenerationMode
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
 from tests.reliability.conftest import Evidence
