@@ -35,10 +35,11 @@ def test_every_answer_conforms_to_the_openapi_document(
             operation.as_strategy(GenerationMode.NEGATIVE),
         ),
         key=st.sampled_from([DEMO_SESSION_KEY, None, "wrong"]),
-        known=st.sampled_from([None, "demo-running", "demo-starting", "demo-stopped"]),
+        known=st.sampled_from([None, "demo-running", "demo-starting", "demo-stopped", "bad id!"]),
     )
     def check(case: Any, key: str | None, known: str | None) -> None:
-        if known is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
+        positive = case.meta.generation.mode == GenerationMode.POSITIVE
+        if known is not None and positive == (known != "bad id!"):
             case.path_parameters = {"conversation_id": known}
         headers = {} if key is None else {"X-Session-API-Key": key}
         response = case.call_and_validate(headers=headers)
@@ -46,6 +47,12 @@ def test_every_answer_conforms_to_the_openapi_document(
         assert response.status_code in documented
 
     check()
+    # Whatever was generated, the invalid-id answer (422) is checked against the document too.
+    for cid in ("bad id!", "a" * 129, "é"):
+        case = operation.Case(path_parameters={"conversation_id": cid})
+        response = case.call_and_validate(headers={"X-Session-API-Key": DEMO_SESSION_KEY})
+        statuses[response.status_code] += 1
+        assert response.status_code == 422
     assert statuses[200] > 0
     assert statuses[401] > 0
     assert statuses[422] > 0
