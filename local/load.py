@@ -213,8 +213,9 @@ def _drive(
     result: LoadResult, base_url: str, headers: dict[str, str], ids: list[str], max_s: float
 ) -> None:
     per_conversation = max(1, result.stops // len(ids))
+    # Shuffled: the stops of one conversation race each other across clients.
     schedule = [cid for cid in ids for _ in range(per_conversation)][: result.stops]
-    random.Random(5).shuffle(schedule)  # the stops of one conversation race each other
+    random.Random(5).shuffle(schedule)  # noqa: S311 - a fixed order, not a secret
     work = iter(schedule)
     lock = threading.Lock()
     latencies: list[float] = []
