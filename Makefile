@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EVENT  ?= events/stop-running.json
 
-.PHONY: install run invoke test unit lint format clean
+.PHONY: install run invoke test unit lint format clean reliability reliability-fast
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ unit: install ## the test suite alone
 	$(BIN)/pytest
 
 test: lint unit ## everything CI runs
+
+reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
+	$(BIN)/python -m local.reliability --output docs/reliability.md
+
+reliability-fast: install ## the same, CI-sized (fewer examples, a 500-stop load); table to stdout
+	$(BIN)/python -m local.reliability --fast
 
 format: install
 	$(BIN)/ruff format .

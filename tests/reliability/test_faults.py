@@ -129,7 +129,8 @@ def test_sqs_fault_after_the_write_loses_no_cancel(  # noqa: PLR0917
     assert_no_internals(failed)
     transient = status == 503
     assert ("Retry-After" in failed.headers) is transient
-    assert faults.attempts["SendMessage"] == (ATTEMPTS if transient else 1)
+    attempts = faults.attempts["SendMessage"]
+    assert attempts == (ATTEMPTS if transient else 1)
     record = read_record(wire_stack, CID)
     assert record is not None
     assert record["status"] == "STOPPED"
@@ -149,7 +150,7 @@ def test_sqs_fault_after_the_write_loses_no_cancel(  # noqa: PLR0917
         "Fault",
         f"SQS {fault.name} after the record moved to STOPPED",
         f"{failed.status_code}, Retry-After {_retry_after(failed)}, "
-        f"{faults.attempts['SendMessage']} attempt(s), body without internals; table STOPPED, "
+        f"{attempts} attempt(s), body without internals; table STOPPED, "
         f"queue empty. Retry (within CANCEL_RESEND_WINDOW_SECONDS): {retried.status_code}, "
         f"record unchanged, {_queue_summary(cancels)} with the recorded stop_id",
     )
@@ -337,12 +338,16 @@ def test_empty_or_deleted_secret_refuses_everyone(
         restored = _stop(client)
     assert restored.status_code == 200
     assert len(drain_queue(wire_stack)) == 1
+    back = (
+        "Once re-created (a new ARN: redeploy with it)"
+        if case == "secret deleted"
+        else "Once the key is put back, without a restart"
+    )
     evidence(
         "Fault",
         f"Session-key secret: {case}",
         f"fails closed: {refused.status_code} {json.dumps(refused.json())}, 0 DynamoDB/SQS "
-        f"calls, table RUNNING. Once the key is back, without a restart: "
-        f"{restored.status_code}, 1 cancel",
+        f"calls, table RUNNING. {back}: {restored.status_code}, 1 cancel",
     )
 
 

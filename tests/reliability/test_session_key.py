@@ -24,10 +24,10 @@ from openhands_stop.edge.settings import Settings
 
 from local.emulation import Stack, seed
 from tests.reliability.conftest import Evidence
-from tests.reliability.profile import FULL, HYPOTHESIS
+from tests.reliability.profile import HYPOTHESIS
 from tests.support import AwsCallCounter
 
-WRONG_KEY_REQUESTS = 10_000 if FULL else 2_000
+WRONG_KEY_REQUESTS = 10_000
 GRACE = timedelta(hours=1)
 
 
