@@ -55,7 +55,7 @@ def run_suites(full: bool, junit: Path) -> int:
         "no:cacheprovider",
         f"--junitxml={junit}",
         "-o",
-        "junit_family=xunit2",
+        "junit_family=xunit1",
     ]
     return subprocess.call(command, cwd=ROOT, env=env)
 

@@ -376,3 +376,30 @@ def test_secret_scheduled_for_deletion_fails_closed_until_restored(
         f"DynamoDB/SQS calls. After restore-secret, without a restart: {restored.status_code}, "
         "1 cancel",
     )
+
+
+def test_retry_after_the_resend_window_leaves_the_cancel_to_the_worker_backstop(
+    wire_stack: Stack, no_backoff: None, evidence: Evidence
+) -> None:
+    """The limit of the design, shown: past CANCEL_RESEND_WINDOW_SECONDS a retry sends
+    nothing; the record says STOPPED, which the worker's backstop re-reads."""
+    seed(wire_stack, {CID: "RUNNING"})
+    service = _service(wire_stack, CANCEL_RESEND_WINDOW_SECONDS="0")
+    faults = watch_service(service)
+    faults.fail("SendMessage", SQS_INTERNAL)
+    with TestClient(create_app(service)) as client:
+        failed = _stop(client)
+        faults.clear()
+        retried = _stop(client)
+    assert failed.status_code == 503
+    assert retried.status_code == 200
+    assert retried.json()["message"] == "Conversation was not running"
+    assert read_record(wire_stack, CID)["status"] == "STOPPED"  # type: ignore[index]
+    assert drain_queue(wire_stack) == []
+    evidence(
+        "Fault",
+        "SQS failure, retried only after CANCEL_RESEND_WINDOW_SECONDS",
+        f"{failed.status_code}, then {retried.status_code} 'not running' and no cancel: the "
+        "record is STOPPED and the worker's backstop (it re-reads the record) ends the loop; "
+        "the window (120 s) is the cancel's guarantee, the record the lasting one",
+    )
