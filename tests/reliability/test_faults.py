@@ -198,7 +198,9 @@ def _service(stack: Stack, **overrides: str) -> StopService:
     return build_service(Settings.from_environment({**stack.function_environment(), **overrides}))
 
 
-@pytest.mark.parametrize("fault", [SECRETS_UNAVAILABLE, SECRETS_INTERNAL, READ_TIMEOUT])
+@pytest.mark.parametrize(
+    "fault", [SECRETS_UNAVAILABLE, SECRETS_INTERNAL, READ_TIMEOUT], ids=lambda f: f.name
+)
 def test_secrets_manager_down_on_a_cold_start_answers_503_and_touches_nothing(
     wire_stack: Stack, no_backoff: None, fault: Fault, evidence: Evidence
 ) -> None:
@@ -303,6 +305,7 @@ def _put_secret(stack: Stack, value: str) -> None:
             ),
         ),
     ],
+    ids=["blank", "json-without-key", "deleted"],
 )
 def test_empty_or_deleted_secret_refuses_everyone(
     wire_stack: Stack, case: str, break_secret: Any, evidence: Evidence
