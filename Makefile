@@ -18,7 +18,8 @@ SAM_BUILD_DIR ?= .aws-sam/build
 OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
-.PHONY: install sam-install runtime-python build run invoke test unit lint format clean
+.PHONY: install sam-install runtime-python build run invoke test unit lint format clean \
+	reliability reliability-fast
 
 install: $(STAMP)
 
@@ -64,6 +65,12 @@ unit: install sam-install ## the test suite alone, without the sam build test
 
 test: lint sam-install runtime-python ## everything CI runs: lint, every test, the sam build
 	SAM_BUILD_TEST=1 $(BIN)/pytest
+
+reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
+	$(BIN)/python -m local.reliability --output docs/reliability.md
+
+reliability-fast: install ## the same, CI-sized (fewer examples, a 500-stop load); table to stdout
+	$(BIN)/python -m local.reliability --fast
 
 format: install
 	$(BIN)/ruff format .

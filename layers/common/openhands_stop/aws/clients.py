@@ -1,13 +1,16 @@
 """botocore clients built once per process, with retries and timeouts chosen on purpose.
 
-Standard retry mode with 3 attempts and 1 s connect / 2 s read timeouts keeps the worst case
-of one call near 3 x 3 s, inside the function's timeout, so a slow dependency becomes a
-503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
+Standard retry mode with 3 attempts in all (botocore's ``max_attempts`` counts retries, so
+``total_max_attempts`` it is) and 0.5 s connect / 0.7 s read timeouts: the worst case of one
+call, backoff included (throttling backs off 1 s then 2 s), is about 4.5 s, so a warm stop's
+write and send together stay inside the function's 10 s timeout and a slow dependency becomes
+a 503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
 itself) points every client at a local emulation.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -18,13 +21,17 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
+# At DEBUG, botocore logs every response body, and GetSecretValue's holds the session key:
+# whatever the function's log level (AWS_LAMBDA_LOG_LEVEL=DEBUG included), never below INFO.
+logging.getLogger("botocore.parsers").setLevel(logging.INFO)
+
 USER_AGENT_EXTRA = "openhands-stop"
 """Marks our clients' requests (in AWS logs, and for tests that count our calls)."""
 
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
-    connect_timeout=1,
-    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 3},
+    connect_timeout=0.5,
+    read_timeout=0.7,
     tcp_keepalive=True,
     user_agent_extra=USER_AGENT_EXTRA,
 )

@@ -20,6 +20,13 @@ from openhands_stop.edge.settings import Settings
 
 LambdaHandler = Any
 
+MALFORMED_EVENT_RESPONSE: dict[str, Any] = {
+    "statusCode": 400,
+    "headers": {"content-type": "application/json"},
+    "body": '{"detail":"Bad Request"}',
+    "isBase64Encoded": False,
+}
+
 
 def build_service(settings: Settings) -> StopService:
     """Clients are made here, not on the first request; nothing here touches the network."""
@@ -39,13 +46,47 @@ def build_service(settings: Settings) -> StopService:
     )
 
 
+class _RejectUnreadableRequest:
+    """Answers 400 to a request whose method or path is not a string.
+
+    Mangum copies an event's method into the ASGI scope without checking its type; a list
+    or an object there makes Starlette's router raise, which would be a 500 for bad input.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and not (
+            isinstance(scope.get("method"), str) and isinstance(scope.get("path"), str)
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b'{"detail":"Bad Request"}'})
+            return
+        await self._app(scope, receive, send)
+
+
 def build_handler(settings: Settings | None = None) -> LambdaHandler:
     service = build_service(settings or Settings.from_environment())
-    asgi = Mangum(create_app(service), lifespan="off")
+    asgi = Mangum(_RejectUnreadableRequest(create_app(service)), lifespan="off")
 
-    @logger.inject_lambda_context(clear_state=True)
+    # log_event pinned off: POWERTOOLS_LOGGER_LOG_EVENT=true would log X-Session-API-Key.
+    @logger.inject_lambda_context(clear_state=True, log_event=False)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        response: dict[str, Any] = asgi(event, context)
+        try:
+            response: dict[str, Any] = asgi(event, context)
+        except Exception:
+            # Mangum answers the app's own faults itself (500); what escapes it is an event
+            # it cannot read (unknown shape, wrong-typed field): the caller's fault, not ours.
+            # Nothing of the event is logged: it may carry the session key.
+            logger.warning("malformed event", event_type=type(event).__name__)
+            return dict(MALFORMED_EVENT_RESPONSE)
         return response
 
     after_snapstart_restore(service.verifier.forget)

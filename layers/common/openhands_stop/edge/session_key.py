@@ -39,6 +39,9 @@ class _Keys:
     current_created_at: datetime | None
     fetched_at: float
     previous_loaded: bool = False
+    # Kept apart from ``digests``: it is accepted only while the grace period lasts, even
+    # when the cache outlives the grace period.
+    previous_digest: bytes | None = None
 
 
 class SessionKeyVerifier:
@@ -85,15 +88,15 @@ class SessionKeyVerifier:
         keys = self._keys
         if keys is None or now - keys.fetched_at >= self._cache_seconds:
             keys = self._refresh(now)
-        if _matches(presented, keys.digests):
+        if _matches(presented, self._accepted(keys)):
             return True
         if self._previous_in_grace(keys):
             keys = self._load_previous(keys)
-            if _matches(presented, keys.digests):
+            if _matches(presented, self._accepted(keys)):
                 return True
         if now - self._last_attempt >= self._refresh_min_seconds:
             keys = self._refresh(now)
-            return _matches(presented, keys.digests)
+            return _matches(presented, self._accepted(keys))
         return False
 
     def _refresh(self, now: float) -> _Keys:
@@ -112,13 +115,18 @@ class SessionKeyVerifier:
             LOG.error("the session key secret is empty or missing: every request is refused")
         return self._keys
 
-    def _previous_in_grace(self, keys: _Keys) -> bool:
+    def _in_grace(self, keys: _Keys) -> bool:
         created = keys.current_created_at
-        return (
-            not keys.previous_loaded
-            and created is not None
-            and self._wall_clock() - created <= self._previous_grace
-        )
+        return created is not None and self._wall_clock() - created <= self._previous_grace
+
+    def _previous_in_grace(self, keys: _Keys) -> bool:
+        return not keys.previous_loaded and self._in_grace(keys)
+
+    def _accepted(self, keys: _Keys) -> tuple[bytes, ...]:
+        """The current key, and the previous one while the grace period lasts."""
+        if keys.previous_digest is not None and self._in_grace(keys):
+            return (*keys.digests, keys.previous_digest)
+        return keys.digests
 
     def _load_previous(self, keys: _Keys) -> _Keys:
         keys.previous_loaded = True
@@ -128,7 +136,7 @@ class SessionKeyVerifier:
             LOG.warning("could not read the previous session key; only the current one is accepted")
             return keys
         if previous.key and keys.digests:
-            keys.digests = (*keys.digests, _digest(previous.key))
+            keys.previous_digest = _digest(previous.key)
         return keys
 
 
