@@ -164,9 +164,15 @@ def free_port() -> int:
 
 @contextmanager
 def moto_server(port: int | None = None) -> Iterator[str]:
-    """moto's server on 127.0.0.1, quiet, for as long as the block runs; yields its URL."""
+    """moto's server on 127.0.0.1, quiet, for as long as the block runs; yields its URL.
+
+    Its DynamoDB item writes are made atomic, as DynamoDB's are (see ``local.atomic_moto``).
+    """
     from moto.server import ThreadedMotoServer
 
+    from local.atomic_moto import serialize_dynamodb_writes
+
+    serialize_dynamodb_writes()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     chosen = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)

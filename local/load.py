@@ -311,10 +311,8 @@ def _serve(port: int) -> None:
 
 
 def _moto(port: int) -> None:
-    from local.atomic_moto import serialize_dynamodb_writes
     from local.emulation import moto_server
 
-    serialize_dynamodb_writes()
     with moto_server(port):
         threading.Event().wait()
 

@@ -21,16 +21,12 @@ from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 
-from local.atomic_moto import serialize_dynamodb_writes
 from local.emulation import Stack, free_port
 from tests.reliability.faults import FaultInjector, watch_service
 from tests.reliability.profile import FULL
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # moto's server runs in this process (fixture moto_endpoint): make its item writes
-    # atomic like DynamoDB's, or the races below would test the emulation, not the product.
-    serialize_dynamodb_writes()
     config.addinivalue_line("markers", "full_only: runs only in `make reliability`")
 
 
