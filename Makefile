@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EVENT  ?= events/stop-running.json
 
-.PHONY: install run invoke test unit lint format clean
+.PHONY: install run invoke test unit lint format clean bench bench-smoke
 
 install: $(STAMP)
 
@@ -32,9 +32,15 @@ unit: install ## the test suite alone
 
 test: lint unit ## everything CI runs
 
+bench: install ## our function against two peers, side by side: the table in docs/performance.md
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: install ## the same with a few runs of each: CI checks that it runs, not its times
+	$(BIN)/python -m benchmarks.run --smoke
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
