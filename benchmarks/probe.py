@@ -98,10 +98,14 @@ def _event(conversation_id: str, key: str | None) -> dict:  # type: ignore[type-
     }
 
 
+_IMPORT_CPU_S: list[float] = []
+
+
 def _import_handler():  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     import app  # the handler module, first on PYTHONPATH as in /var/task
 
+    _IMPORT_CPU_S.append(time.process_time() - start_cpu)
     return app.handler, time.perf_counter() - start
 
 
@@ -174,79 +178,92 @@ def _invoke(handler, event, request_id: str) -> dict:  # type: ignore[no-untyped
     return response
 
 
+def _init(result: dict, key: str) -> None:  # type: ignore[type-arg]
+    _, result["import_s"] = _import_handler()
+    result["peak_rss_kib"] = _peak_rss_kib()
+
+
+def _cold(result: dict, key: str) -> None:  # type: ignore[type-arg]
+    handler, result["import_s"] = _import_handler()
+    event = _event(sys.argv[3], key)
+    start = time.perf_counter()
+    response = _invoke(handler, event, "cold")
+    result["first_s"] = time.perf_counter() - start
+    result["status"] = response.get("statusCode")
+    result["body"] = response.get("body")
+
+
+def _warm(result: dict, key: str) -> None:  # type: ignore[type-arg]
+    """Driven in lockstep by the parent: each line on stdin asks for that many warm requests,
+    so the three implementations take turns through the whole run."""
+    _stub_aws(key)
+    handler, result["import_s"] = _import_handler()
+    event = _event("bench-warm", key)
+    start = time.perf_counter()
+    first = _invoke(handler, event, "first")
+    result["first_s"] = time.perf_counter() - start
+    result["status"] = first.get("statusCode")
+    result["body"] = first.get("body")
+    for i in range(20):  # settle lazily made things (caches, pools) before RSS is read
+        _invoke(handler, event, f"settle-{i}")
+    rss_before = _rss_kib()
+    wall, cpu = time.perf_counter_ns, time.process_time_ns
+    wall_samples: list[int] = []
+    cpu_samples: list[int] = []
+    done = 0
+    _REPLY.write("ready\n")
+    _REPLY.flush()
+    while line := sys.stdin.readline():
+        for _ in range(int(line)):
+            context = LambdaContext(f"warm-{done}")
+            start_wall, start_cpu = wall(), cpu()
+            handler(event, context)
+            cpu_samples.append(cpu() - start_cpu)
+            wall_samples.append(wall() - start_wall)
+            done += 1
+        _REPLY.write("ok\n")
+        _REPLY.flush()
+    result["rss_growth_kib"] = _rss_kib() - rss_before
+    result["warm_wall_ns"] = wall_samples
+    result["warm_cpu_ns"] = cpu_samples
+
+
+def _calls(result: dict, key: str) -> None:  # type: ignore[type-arg]
+    calls: list = []  # type: ignore[type-arg]
+    _count_calls(calls)
+    handler, _ = _import_handler()
+    running, running_too, stopped = sys.argv[3:6]
+    counts = {}
+    for label, conversation_id, presented in [
+        ("cold_stop_running", running, key),
+        ("warm_stop_running", running_too, key),
+        ("warm_not_running", stopped, key),
+        ("warm_missing_key", running_too, None),
+        ("warm_wrong_key", running_too, "not-the-key"),
+        ("warm_wrong_key_again", running_too, "not-the-key"),
+    ]:
+        del calls[:]
+        response = _invoke(handler, _event(conversation_id, presented), label)
+        counts[label] = {"status": response.get("statusCode"), "calls": list(calls)}
+    result["counts"] = counts
+
+
+_REPLY = sys.stdout
+
+
 def main() -> None:
     mode, result_file = sys.argv[1], sys.argv[2]
-    key = os.environ["BENCH_SESSION_KEY"]
+    modes = {"init": _init, "cold": _cold, "warm": _warm, "calls": _calls}
     result: dict = {"mode": mode}  # type: ignore[type-arg]
     # A handler's own logs (Powertools writes one line per request) are part of its cost,
     # but not of the report: they go to /dev/null, through the same code path.
-    devnull = open(os.devnull, "w")  # noqa: SIM115
-    real_stdout, sys.stdout = sys.stdout, devnull
-    if mode == "init":
-        _, result["import_s"] = _import_handler()
-        result["peak_rss_kib"] = _peak_rss_kib()
-    elif mode == "cold":
-        conversation_id = sys.argv[3]
-        handler, result["import_s"] = _import_handler()
-        event = _event(conversation_id, key)
-        start = time.perf_counter()
-        response = _invoke(handler, event, "cold")
-        result["first_s"] = time.perf_counter() - start
-        result["status"] = response.get("statusCode")
-        result["body"] = response.get("body")
-    elif mode == "warm":
-        # Driven in lockstep by the parent: each line on stdin asks for that many warm
-        # requests, so the three implementations take turns through the whole run.
-        _stub_aws(key)
-        handler, result["import_s"] = _import_handler()
-        event = _event("bench-warm", key)
-        start = time.perf_counter()
-        first = _invoke(handler, event, "first")
-        result["first_s"] = time.perf_counter() - start
-        result["status"] = first.get("statusCode")
-        result["body"] = first.get("body")
-        for i in range(20):  # settle lazily made things (caches, pools) before RSS is read
-            _invoke(handler, event, f"settle-{i}")
-        rss_before = _rss_kib()
-        wall, cpu = time.perf_counter_ns, time.process_time_ns
-        wall_samples: list[int] = []
-        cpu_samples: list[int] = []
-        done = 0
-        real_stdout.write("ready\n")
-        real_stdout.flush()
-        while line := sys.stdin.readline():
-            for _ in range(int(line)):
-                context = LambdaContext(f"warm-{done}")
-                start_wall, start_cpu = wall(), cpu()
-                handler(event, context)
-                cpu_samples.append(cpu() - start_cpu)
-                wall_samples.append(wall() - start_wall)
-                done += 1
-            real_stdout.write("ok\n")
-            real_stdout.flush()
-        result["rss_growth_kib"] = _rss_kib() - rss_before
-        result["warm_wall_ns"] = wall_samples
-        result["warm_cpu_ns"] = cpu_samples
-    elif mode == "calls":
-        calls: list = []  # type: ignore[type-arg]
-        _count_calls(calls)
-        handler, _ = _import_handler()
-        counts = {}
-        for label, conversation_id, presented in [
-            ("cold_stop_running", sys.argv[3], key),
-            ("warm_stop_running", sys.argv[4], key),
-            ("warm_not_running", sys.argv[5], key),
-            ("warm_missing_key", sys.argv[4], None),
-            ("warm_wrong_key", sys.argv[4], "not-the-key"),
-            ("warm_wrong_key_again", sys.argv[4], "not-the-key"),
-        ]:
-            del calls[:]
-            response = _invoke(handler, _event(conversation_id, presented), label)
-            counts[label] = {"status": response.get("statusCode"), "calls": list(calls)}
-        result["counts"] = counts
-    else:
-        raise SystemExit(f"unknown mode {mode}")
-    sys.stdout = real_stdout
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+        sys.stdout = devnull
+        try:
+            modes[mode](result, os.environ["BENCH_SESSION_KEY"])
+        finally:
+            sys.stdout = _REPLY
+    result["import_cpu_s"] = _IMPORT_CPU_S[0] if _IMPORT_CPU_S else None
     import json
 
     with open(result_file, "w", encoding="utf-8") as out:

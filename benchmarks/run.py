@@ -211,6 +211,9 @@ def measure(plan: Plan) -> dict[str, Any]:
 
     for name, runs in _interleaved(artifacts, plan.init_runs, init).items():
         figures[name]["cold_init_ms"] = statistics.median(1000 * r["import_s"] for r in runs)
+        figures[name]["cold_init_cpu_ms"] = statistics.median(
+            1000 * r["import_cpu_s"] for r in runs
+        )
         figures[name]["init_peak_rss_mib"] = statistics.median(
             r["peak_rss_kib"] / 1024 for r in runs
         )
@@ -284,6 +287,7 @@ def table(report: dict[str, Any]) -> str:
         )
 
     timed("cold init: import + ready", "cold_init_ms", "ms", "<= 1.0x", 1.0)
+    timed("cold init, CPU time", "cold_init_cpu_ms", "ms", "", None)
     timed("cold start: import + first real stop, moto on loopback", "cold_start_ms", "ms",
           "<= 0.9x", 0.9)  # fmt: skip
     timed("first request, AWS stubbed", "first_request_ms", "ms", "", None)
@@ -350,8 +354,18 @@ def table(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="a few runs of each: it runs")
+    parser.add_argument("--init-runs", type=int, help="fresh processes for cold init")
+    parser.add_argument("--cold-runs", type=int, help="fresh processes for cold start")
+    parser.add_argument("--warm-count", type=int, help="warm requests per implementation")
     args = parser.parse_args()
-    report = measure(SMOKE if args.smoke else FULL)
+    plan = SMOKE if args.smoke else FULL
+    plan = Plan(
+        init_runs=args.init_runs or plan.init_runs,
+        cold_runs=args.cold_runs or plan.cold_runs,
+        warm_count=args.warm_count or plan.warm_count,
+        warm_chunk=plan.warm_chunk,
+    )
+    report = measure(plan)
     CACHE.mkdir(exist_ok=True)
     (CACHE / ("smoke.json" if args.smoke else "latest.json")).write_text(
         json.dumps(report, indent=2), "utf-8"
