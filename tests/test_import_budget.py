@@ -141,7 +141,7 @@ def test_the_session_makes_clients_for_our_three_services_only() -> None:
     }
     for service, client in made.items():
         assert client.meta.service_model.service_name == service
-        assert client.meta.config.user_agent_extra == clients.USER_AGENT_EXTRA
+        assert getattr(client.meta.config, "user_agent_extra", None) == clients.USER_AGENT_EXTRA
     assert set(made) == set(clients.SERVICES)
     with pytest.raises(UnknownServiceError):
         clients._client("s3")
