@@ -9,9 +9,11 @@ alone. Modes:
 - ``init``: import the handler module (``app``), which makes it ready; time and peak RSS.
 - ``cold``: import, then the first response to a real stop, AWS being moto's server on
   loopback (``AWS_ENDPOINT_URL``); the response must be a 200.
-- ``warm``: AWS answered in process by a canned response per operation (a ``before-send``
-  hook on every botocore client), so the figures are code overhead: the first request, then
-  N warm ones (each timed), RSS before and after.
+- ``warm http``: AWS answered in process by a canned HTTP response per operation (a
+  ``before-send`` hook on every botocore client): no network, but all the AWS SDK's own work
+  (serialising, signing, parsing); the first request, then warm ones (each timed), RSS.
+- ``warm sdk``: AWS answered at the SDK's door (``_make_api_call``) with canned parsed
+  responses: the handler's own code and framework alone.
 - ``calls``: AWS in moto's server; counts the API calls (``before-call``, once per operation,
   retries excluded) each kind of request makes.
 """
@@ -164,6 +166,32 @@ def _stub_aws(key: str) -> None:
     _hook_every_client(lambda events: events.register("before-send", send))
 
 
+def _stub_sdk(key: str) -> None:
+    """Answer every AWS call at the SDK's door (``_make_api_call``) with a canned parsed
+    response: what remains is the handler's own code and framework, no AWS SDK work."""
+    from datetime import UTC, datetime
+
+    import botocore.client
+
+    running = {"conversation_id": {"S": "bench-warm"}, "status": {"S": "RUNNING"}}
+    answers = {
+        "UpdateItem": {"Attributes": running},
+        "GetItem": {"Item": running},
+        "SendMessage": {"MD5OfMessageBody": "0" * 32, "MessageId": "0", "SequenceNumber": "1"},
+        "GetSecretValue": {
+            "Name": "bench",
+            "SecretString": key,
+            "VersionStages": ["AWSCURRENT"],
+            "CreatedDate": datetime.fromtimestamp(1700000000, UTC),
+        },
+    }
+
+    def answer(self, operation_name, api_params):  # type: ignore[no-untyped-def]
+        return answers[operation_name]
+
+    botocore.client.BaseClient._make_api_call = answer  # type: ignore[method-assign]
+
+
 def _count_calls(calls: list) -> None:  # type: ignore[type-arg]
     def count(model, **_):  # type: ignore[no-untyped-def]
         calls.append(f"{model.service_model.service_id}.{model.name}")
@@ -196,7 +224,10 @@ def _cold(result: dict, key: str) -> None:  # type: ignore[type-arg]
 def _warm(result: dict, key: str) -> None:  # type: ignore[type-arg]
     """Driven in lockstep by the parent: each line on stdin asks for that many warm requests,
     so the three implementations take turns through the whole run."""
-    _stub_aws(key)
+    if sys.argv[3] == "sdk":
+        _stub_sdk(key)
+    else:
+        _stub_aws(key)
     handler, result["import_s"] = _import_handler()
     event = _event("bench-warm", key)
     start = time.perf_counter()
