@@ -5,7 +5,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EVENT  ?= events/stop-running.json
 
-.PHONY: install run invoke test unit lint format clean bench bench-smoke
+# aws-sam-cli pins its own boto3 and pydantic: it lives in a venv of its own.
+SAM_CLI_VERSION := 1.170.0
+SAM_VENV  := .venv-sam
+SAM       := $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+# The Lambda runtime's CPython, to compile the artifacts' bytecode (scripts/runtime-python.sh).
+RUNTIME_PYTHON_VERSION := 3.13
+RUNTIME_PYTHON := .runtime-python/bin/python$(RUNTIME_PYTHON_VERSION)
+SAM_BUILD_DIR ?= .aws-sam/build
+# Offline: sam and cfn-lint need a region; dummy credentials keep them off any real account.
+OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
+	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
+
+.PHONY: install sam-install runtime-python build run invoke test unit lint format clean bench bench-smoke
 
 install: $(STAMP)
 
@@ -15,22 +28,42 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+sam-install: $(SAM_STAMP)
+
+$(SAM_STAMP):
+	rm -rf $(SAM_VENV)
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	touch $(SAM_STAMP)
+
+runtime-python: $(RUNTIME_PYTHON)
+
+$(RUNTIME_PYTHON): scripts/runtime-python.sh
+	scripts/runtime-python.sh .runtime-python
+
+build: sam-install runtime-python ## sam build: the arm64 layer and the function, bytecode included
+	$(OFFLINE_AWS) RUNTIME_PYTHON=$(CURDIR)/$(RUNTIME_PYTHON) REQUIRE_BYTECODE=1 \
+	  PIP="$(CURDIR)/$(SAM_VENV)/bin/python -m pip" \
+	  $(SAM) build --template template.yaml --build-dir $(SAM_BUILD_DIR)
+
 run: install ## the stop route on http://localhost:3000 against an embedded AWS emulation
 	$(BIN)/python -m local.run
 
 invoke: install ## one sample event through the real handler: make invoke EVENT=events/stop-running.json
 	$(BIN)/python -m local.invoke $(EVENT)
 
-lint: install ## ruff, mypy, cfn-lint
+lint: install sam-install ## ruff, mypy, cfn-lint and sam validate on the transformed template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/cfn-lint template.yaml
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(OFFLINE_AWS) $(SAM) validate --lint --template template.yaml
 
-unit: install ## the test suite alone
+unit: install sam-install ## the test suite alone, without the sam build test
 	$(BIN)/pytest
 
-test: lint unit ## everything CI runs
+test: lint sam-install runtime-python ## everything CI runs: lint, every test, the sam build
+	SAM_BUILD_TEST=1 $(BIN)/pytest
 
 bench: install ## our function against two peers, side by side: the table in docs/performance.md
 	$(BIN)/python -m benchmarks.run
@@ -43,4 +76,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) $(SAM_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_handler, build_service
+from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 
@@ -97,21 +97,29 @@ def aws_calls() -> Iterator[AwsCallCounter]:
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+LoadHandler = Callable[[Stack], Invoke]
+
+
 @pytest.fixture
-def lambda_handler(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[dict[str, Any]], dict[str, Any]]]:
-    """The handler template.yaml names, imported as Lambda does (CodeUri on sys.path),
-    configured only through the environment variables the template sets."""
-    for name, value in stack.function_environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(str(FUNCTION_DIR))
+def lambda_handler_factory(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoadHandler]:
+    """Imports the handler template.yaml names as Lambda does (CodeUri first on sys.path,
+    module ``app``), configured only through the environment variables the template sets."""
+
+    def load(stack: Stack) -> Invoke:
+        for name, value in stack.function_environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.syspath_prepend(str(FUNCTION_DIR))
+        sys.modules.pop("app", None)
+        import app as function_module
+
+        handler = function_module.handler
+        return lambda event: handler(event, LambdaContext(aws_request_id=uuid.uuid4().hex))
+
+    yield load
     sys.modules.pop("app", None)
-    import app as function_module
-
-    handler = function_module.handler
-    yield lambda event: handler(event, LambdaContext(aws_request_id=uuid.uuid4().hex))
-    sys.modules.pop("app", None)
 
 
-__all__ = ["KEY", "build_handler"]
+@pytest.fixture
+def lambda_handler(stack: Stack, lambda_handler_factory: LoadHandler) -> Invoke:
+    """The real handler against the in-process emulation."""
+    return lambda_handler_factory(stack)

@@ -94,3 +94,24 @@ def sqs_client() -> SQSClient:
 def secretsmanager_client() -> SecretsManagerClient:
     client: SecretsManagerClient = _client("secretsmanager")
     return client
+
+
+LONG_POLL_SECONDS_MAX = 20
+"""SQS's longest ``WaitTimeSeconds``."""
+
+LONG_POLL_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=2,
+    # A long poll holds the response up to 20 s by design: the read timeout must outlast it,
+    # or every quiet poll would end in a timeout and a retry.
+    read_timeout=LONG_POLL_SECONDS_MAX + 10,
+    tcp_keepalive=True,
+    user_agent_extra=USER_AGENT_EXTRA,
+)
+
+
+def long_poll_sqs_client() -> SQSClient:
+    """The agent worker's SQS client: same session and marker, a read timeout above 20 s."""
+    created: Any = _session().create_client("sqs", config=LONG_POLL_CLIENT_CONFIG)
+    client: SQSClient = created
+    return client

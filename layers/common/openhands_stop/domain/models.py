@@ -14,17 +14,17 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 CANCEL_SCHEMA_VERSION = 1
 
 
+# The statuses of OpenHands 0.53, the version the route's OpenAPI document describes.
+# (Comments, not docstrings: pydantic would publish a docstring in the OpenAPI schema,
+# and the schema must match OpenHands' own.)
 class ConversationStatus(StrEnum):
-    """The statuses of OpenHands 0.53, the version the route's OpenAPI document describes."""
-
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"
 
 
+# The route's answer, field for field as OpenHands returns it.
 class ConversationResponse(BaseModel):
-    """The route's answer, field for field as OpenHands returns it."""
-
     model_config = ConfigDict(title="ConversationResponse")
 
     status: str = Field(title="Status")

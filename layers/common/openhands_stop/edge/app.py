@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from openhands_stop.domain import ConversationResponse, DependencyFailure
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
+from openhands_stop.edge import observability
 from openhands_stop.edge.service import StopService
 
 logger = Logger(service="stop-conversation")
@@ -109,6 +110,7 @@ def create_app(service: StopService) -> FastAPI:
             logger.exception("stop failed", conversation_id=conversation_id, request_id=request_id)
             return _error_response(conversation_id, 500)
         body = result.response()
+        observability.record_stop(result)
         logger.info(
             "stop",
             conversation_id=conversation_id,
@@ -121,6 +123,7 @@ def create_app(service: StopService) -> FastAPI:
 
     @app.exception_handler(_Unauthorized)
     async def unauthorized(request: Request, _: Exception) -> Response:
+        observability.record_unauthorized()
         logger.info(
             "unauthorized",
             conversation_id=request.path_params.get("conversation_id"),
@@ -147,6 +150,7 @@ def _failure(
     request: Request, conversation_id: str, request_id: str, failure: DependencyFailure
 ) -> Response:
     status = 503 if failure.transient else 500
+    observability.record_dependency_failure(failure)
     logger.error(
         "stop failed",
         conversation_id=conversation_id,

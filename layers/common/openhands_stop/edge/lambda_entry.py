@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from openhands_stop.aws.cancel_queue import SqsCancelQueue
 from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
 from openhands_stop.aws.conversation_table import DynamoConversationTable
 from openhands_stop.aws.session_key import SecretsManagerKeySource
+from openhands_stop.edge import observability
 from openhands_stop.edge.app import create_app, logger
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.session_key import SessionKeyVerifier
@@ -46,4 +48,25 @@ def build_handler(settings: Settings | None = None) -> LambdaHandler:
         response: dict[str, Any] = asgi(event, context)
         return response
 
-    return handler
+    after_snapstart_restore(service.verifier.forget)
+    return observability.instrument(handler)
+
+
+def after_snapstart_restore(hook: Callable[[], None]) -> bool:
+    """Run ``hook`` when Lambda resumes this process from a SnapStart snapshot.
+
+    The snapshot was taken after init, possibly long before: a key cached then may have been
+    rotated since, and its cache timestamps came from another machine's clock. Nothing else
+    needs refreshing: init makes no AWS call (no pooled connection to go stale), SnapStart
+    functions get credentials from the container credentials endpoint, which botocore
+    refreshes itself, and stop ids come from ``os.urandom``, unique after a restore.
+    Returns False where the runtime has no SnapStart hooks (not on Lambda).
+    """
+    try:
+        from snapshot_restore_py import (  # type: ignore[import-not-found]  # noqa: PLC0415
+            register_after_restore,
+        )
+    except ImportError:
+        return False
+    register_after_restore(hook)
+    return True

@@ -1,0 +1,60 @@
+"""The cancel queue as an agent worker reads it: long poll, delete when done, or hand back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
+from openhands_stop.aws.failures import dependency_call
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One delivery: its body as sent, and the receipt that deletes or releases it."""
+
+    body: str
+    receipt_handle: str
+    message_id: str
+
+
+class SqsCancelInbox:
+    """ReceiveMessage, DeleteMessage and ChangeMessageVisibility on one queue: nothing else."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self.queue_url = queue_url
+
+    def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
+        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
+        wait = max(0, min(wait_seconds, LONG_POLL_SECONDS_MAX))
+        with dependency_call("sqs"):
+            response = self._client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=max(1, min(max_messages, 10)),
+                WaitTimeSeconds=wait,
+            )
+        return [
+            ReceivedMessage(
+                body=message.get("Body", ""),
+                receipt_handle=message["ReceiptHandle"],
+                message_id=message.get("MessageId", ""),
+            )
+            for message in response.get("Messages", [])
+        ]
+
+    def delete(self, message: ReceivedMessage) -> None:
+        with dependency_call("sqs"):
+            self._client.delete_message(
+                QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle
+            )
+
+    def hand_back(self, message: ReceivedMessage) -> None:
+        """Make the message visible again now, for another worker or our next life."""
+        with dependency_call("sqs"):
+            self._client.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
+            )

@@ -1,0 +1,42 @@
+"""The worker's settings, from environment variables an agent host's deployment sets."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
+
+
+def default_worker_id() -> str:
+    """Host and process: unique per live worker, readable in the table and the logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(BaseModel):
+    """Which table and queue, who this worker is, and the timings of a stop."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
+    # The queue this worker long-polls; its claims record it, so stops are routed here.
+    cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
+    worker_id: str = Field(alias="WORKER_ID", default_factory=default_worker_id, min_length=1)
+    # SQS's long poll: a cancel is delivered as soon as it arrives, whatever this is.
+    wait_time_seconds: int = Field(
+        alias="WAIT_TIME_SECONDS", default=LONG_POLL_SECONDS_MAX, ge=0, le=LONG_POLL_SECONDS_MAX
+    )
+    # How often the backstop re-reads the statuses of the loops it runs; 0 turns it off.
+    backstop_seconds: float = Field(alias="BACKSTOP_SECONDS", default=5, ge=0)
+    # How long a cancelled loop may take to clean up before its message is deleted anyway.
+    cleanup_timeout_seconds: float = Field(alias="CLEANUP_TIMEOUT_SECONDS", default=10, gt=0)
+    # On SIGTERM: how long to wait for the poll in flight and the stops being carried out.
+    # Below the usual 30 s orchestrators give between SIGTERM and SIGKILL.
+    shutdown_grace_seconds: float = Field(alias="SHUTDOWN_GRACE_SECONDS", default=25, ge=0)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        return cls.model_validate(dict(os.environ if environ is None else environ))

@@ -1,0 +1,206 @@
+"""EMF metrics per outcome through the real handler, tracing only on request, SnapStart hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openhands_stop.edge import observability
+from openhands_stop.edge.lambda_entry import build_handler
+from openhands_stop.edge.settings import Settings
+
+from local.emulation import Stack
+from local.invoke import LambdaContext
+from tests.conftest import KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+NAMESPACE = "Tests/StopConversation"
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def event(name: str, conversation_id: str | None = None, key: str | None = None) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    if conversation_id is not None:
+        loaded["rawPath"] = f"/api/conversations/{conversation_id}/stop"
+        loaded["pathParameters"] = {"conversation_id": conversation_id}
+    if key is not None:
+        loaded["headers"]["x-session-api-key"] = key
+    return loaded
+
+
+@pytest.fixture
+def emitted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Reads the EMF lines printed since the last read (a fresh Metrics, our namespace)."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
+    monkeypatch.setattr(observability, "_metrics", None)
+    observability.metrics().clear_metrics()  # the buffer is shared by every test in-process
+    capsys.readouterr()
+
+    def read() -> list[dict[str, Any]]:
+        captured = capsys.readouterr()
+        assert KEY not in captured.out
+        assert KEY not in captured.err
+        lines = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+        return [line for line in lines if "_aws" in line]
+
+    yield read
+    observability.metrics().clear_metrics()
+
+
+def metric_names(blob: dict[str, Any]) -> set[str]:
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    return {metric["Name"] for metric in directive["Metrics"]}
+
+
+def only_blob(blobs: list[dict[str, Any]]) -> dict[str, Any]:
+    assert len(blobs) == 1, "metrics are flushed once per invocation, as one EMF line"
+    (blob,) = blobs
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == NAMESPACE
+    assert directive["Dimensions"] == [["service"]]
+    assert blob["service"] == "stop-conversation"
+    return blob
+
+
+def test_a_stop_of_a_running_conversation_counts_conversation_stopped(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert lambda_handler(event("stop-running"))["statusCode"] == 200
+    blob = only_blob(emitted())
+    assert metric_names(blob) == {"ConversationStopped"}
+    assert blob["ConversationStopped"] == [1.0]
+
+
+def test_a_retried_stop_counts_not_running_and_the_resent_cancel(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    lambda_handler(event("stop-running"))
+    emitted()
+    assert lambda_handler(event("stop-running"))["statusCode"] == 200
+    blob = only_blob(emitted())
+    assert metric_names(blob) == {"ConversationNotRunning", "CancelResent"}
+
+
+def test_a_stop_of_an_unknown_conversation_counts_not_running_only(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert lambda_handler(event("stop-unknown"))["statusCode"] == 200
+    assert metric_names(only_blob(emitted())) == {"ConversationNotRunning"}
+
+
+@pytest.mark.parametrize("name", ["stop-wrong-key", "stop-missing-key"])
+def test_a_refused_key_counts_unauthorized(
+    name: str,
+    seeded: Stack,
+    lambda_handler: Invoke,
+    emitted: Callable[[], list[dict[str, Any]]],
+) -> None:
+    assert lambda_handler(event(name))["statusCode"] == 401
+    assert metric_names(only_blob(emitted())) == {"Unauthorized"}
+
+
+def test_an_aws_failure_counts_dependency_failure_with_the_dependency_named(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    seeded.client("dynamodb").delete_table(TableName=seeded.table_name)
+    assert lambda_handler(event("stop-running"))["statusCode"] == 500
+    blob = only_blob(emitted())
+    assert metric_names(blob) == {"DependencyFailure"}
+    assert blob["dependency"] == "dynamodb"
+    assert blob["transient"] is False
+
+
+def test_an_invalid_request_emits_no_metric_line(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    assert lambda_handler(event("stop-invalid-id"))["statusCode"] == 422
+    assert emitted() == []
+
+
+def test_metadata_of_one_invocation_does_not_leak_into_the_next(
+    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+) -> None:
+    seeded.client("dynamodb").delete_table(TableName=seeded.table_name)
+    lambda_handler(event("stop-running"))
+    emitted()
+    lambda_handler(event("stop-wrong-key"))
+    blob = only_blob(emitted())
+    assert "dependency" not in blob
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [(None, False), ("true", False), ("TRUE", False), ("false", True), ("0", True)],
+)
+def test_tracing_is_on_only_when_explicitly_enabled(value: str | None, enabled: bool) -> None:
+    environ = {} if value is None else {"POWERTOOLS_TRACE_DISABLED": value}
+    assert observability.tracing_enabled(environ) is enabled
+
+
+_IMPORT_PROBE = """
+import sys
+from openhands_stop.edge.lambda_entry import build_handler
+from openhands_stop.edge.settings import Settings
+build_handler(Settings(CONVERSATIONS_TABLE_NAME="t", CANCEL_QUEUE_URL="q",
+                       SESSION_API_KEY_SECRET_ID="s"))
+print("aws_xray_sdk" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("trace_disabled", "loaded"), [("true", False), ("false", True)])
+def test_the_xray_sdk_is_imported_only_by_a_traced_deployment(
+    trace_disabled: str, loaded: bool
+) -> None:
+    env = {
+        **os.environ,
+        "POWERTOOLS_TRACE_DISABLED": trace_disabled,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+        timeout=60,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == str(loaded)
+
+
+def test_a_snapstart_restore_drops_the_cached_key(
+    seeded: Stack, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restore, a key rotated while the snapshot slept is accepted at once."""
+    hooks: list[Callable[[], None]] = []
+    fake = types.ModuleType("snapshot_restore_py")
+    fake.register_after_restore = hooks.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", fake)
+    handler = build_handler(settings)
+    assert len(hooks) == 1
+
+    def invoke(key: str) -> int:
+        status: int = handler(event("stop-unknown", key=key), LambdaContext())["statusCode"]
+        return status
+
+    assert invoke(KEY) == 200  # the key is now cached
+    rotated = "rotated-session-key-0123456789"
+    seeded.client("secretsmanager").put_secret_value(
+        SecretId=seeded.secret_id, SecretString=rotated
+    )
+    assert invoke(rotated) == 401  # a refresh on a miss is rate-limited: the cache still rules
+    hooks[0]()
+    assert invoke(rotated) == 200

@@ -1,0 +1,36 @@
+"""The table every test and the emulation use is built from template.yaml's own schema."""
+
+from __future__ import annotations
+
+from openhands_stop.aws.conversation_table import PARTITION_KEY
+
+from local.emulation import Stack, load_template, table_definition
+
+
+def test_the_emulated_table_has_the_templates_key_schema(stack: Stack) -> None:
+    described = stack.client("dynamodb").describe_table(TableName=stack.table_name)["Table"]
+    template = table_definition()
+    assert described["KeySchema"] == template["KeySchema"]
+    assert described["AttributeDefinitions"] == template["AttributeDefinitions"]
+
+
+def test_the_code_writes_the_partition_key_the_template_declares() -> None:
+    key_schema = table_definition()["KeySchema"]
+    assert key_schema == [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}]
+    [attribute] = table_definition()["AttributeDefinitions"]
+    assert attribute == {"AttributeName": "conversation_id", "AttributeType": "S"}
+
+
+def test_the_function_gets_every_setting_the_code_reads_from_the_template() -> None:
+    from openhands_stop.edge.settings import Settings
+
+    function = load_template()["Resources"]["StopConversationFunction"]["Properties"]
+    variables = set(function["Environment"]["Variables"])
+    required = {
+        field.alias
+        for field in Settings.model_fields.values()
+        if field.is_required() and field.alias
+    }
+    assert required <= variables
+    assert function["Handler"] == "app.handler"
+    assert function["CodeUri"].rstrip("/") == "functions/stop_conversation"

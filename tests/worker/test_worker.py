@@ -1,0 +1,471 @@
+"""The worker against moto in process: claim, cancel, duplicate, unknown, unparsable, backstop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
+from openhands_stop.aws.clients import dynamodb_client
+from openhands_stop.domain.errors import DependencyFailure
+from openhands_stop.domain.models import CancelMessage, utc_now
+from openhands_stop.edge.service import StopService
+from openhands_stop.worker import ClaimRejected, Outcome
+
+from local.emulation import Stack, seed
+from tests.support import AwsCallCounter, drain_queue, read_record
+from tests.worker.conftest import WORKER_ID, WorkerFactory, queue_depth, run
+
+CONVERSATION = "conv-worker-1"
+
+WORKER_OPERATIONS = {
+    "dynamodb.UpdateItem",
+    "dynamodb.GetItem",
+    "dynamodb.BatchGetItem",
+    "sqs.ReceiveMessage",
+    "sqs.DeleteMessage",
+    "sqs.ChangeMessageVisibility",
+}
+"""What the worker's managed IAM policy allows (plus sqs:GetQueueAttributes)."""
+
+
+@dataclass
+class Agent:
+    """An agent loop that runs until cancelled and records its start and its cleanup."""
+
+    runs: list[str] = field(default_factory=list)
+    cleanups: list[str] = field(default_factory=list)
+
+    async def __call__(self, conversation_id: str) -> None:
+        self.runs.append(conversation_id)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cleanups.append(conversation_id)
+
+
+def send_raw(stack: Stack, queue_url: str, body: str, dedup: str = "d") -> None:
+    extra: dict[str, Any] = (
+        {"MessageGroupId": dedup, "MessageDeduplicationId": dedup}
+        if queue_url.endswith(".fifo")
+        else {}
+    )
+    stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, **extra)
+
+
+def cancel_for(conversation_id: str, stop_id: str = "stop-1") -> str:
+    return CancelMessage(
+        sid=conversation_id, stop_id=stop_id, request_id="req-1", requested_at=utc_now()
+    ).model_dump_json()
+
+
+def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "openhands_stop.worker" and r.getMessage() == "conversation_stopped"
+    ]
+
+
+# -- claim ---------------------------------------------------------------------------------
+
+
+def test_claim_moves_starting_to_running_with_worker_and_queue(
+    stack: Stack, make_worker: WorkerFactory, worker_queue: str
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(worker_queue)
+    agent = Agent()
+
+    async def scenario() -> None:
+        task = await worker.start(CONVERSATION, agent)
+        await asyncio.sleep(0)
+        assert not task.done()
+        assert worker.running == {CONVERSATION}
+        await worker.aclose()
+
+    run(scenario())
+
+    record = read_record(stack, CONVERSATION)
+    assert record is not None
+    assert record["status"] == "RUNNING"
+    assert record["worker_id"] == WORKER_ID
+    assert record["cancel_queue_url"] == worker_queue
+    assert record["claimed_at"]
+    assert record["version"] == "1"
+    assert agent.runs == [CONVERSATION]
+
+
+@pytest.mark.parametrize("status", ["STOPPED", None])
+def test_a_claim_on_a_stopped_or_unknown_conversation_fails_and_no_loop_starts(
+    stack: Stack, make_worker: WorkerFactory, status: str | None
+) -> None:
+    if status:
+        seed(stack, {CONVERSATION: status})
+    worker = make_worker()
+    agent = Agent()
+
+    with pytest.raises(ClaimRejected) as rejected:
+        run(worker.start(CONVERSATION, agent))
+
+    assert rejected.value.status == status
+    assert agent.runs == []
+    assert worker.running == frozenset()
+    record = read_record(stack, CONVERSATION)
+    if status is None:
+        assert record is None  # the failed claim created no row
+    else:
+        assert record == {"conversation_id": CONVERSATION, "status": "STOPPED"}
+
+
+def test_a_conversation_running_elsewhere_is_refused_but_our_own_claim_can_be_retried(
+    stack: Stack,
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    table = DynamoClaimTable(dynamodb_client(), stack.table_name)
+
+    def claim(worker_id: str) -> ClaimResult:
+        return table.claim(CONVERSATION, worker_id=worker_id, cancel_queue_url="q", now=utc_now())
+
+    assert claim("a").claimed
+    assert claim("a").claimed  # our first answer was lost: the retry still succeeds
+    refused = claim("b")
+    assert not refused.claimed
+    assert refused.record is not None
+    assert refused.record.worker_id == "a"
+
+
+def test_a_stop_that_arrives_while_claiming_wins(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    """Claim written, cancel routed here and received before the loop exists: no loop."""
+    seed(stack, {CONVERSATION: "STARTING"})
+    claimed, proceed = threading.Event(), threading.Event()
+
+    class SlowAnswer(DynamoClaimTable):
+        def claim(self, *args: Any, **kwargs: Any) -> ClaimResult:
+            result = super().claim(*args, **kwargs)
+            claimed.set()
+            proceed.wait(5)
+            return result
+
+    worker = make_worker()
+    worker._table = SlowAnswer(dynamodb_client(), stack.table_name)
+    agent = Agent()
+
+    async def scenario() -> list[Outcome]:
+        starting = asyncio.create_task(worker.start(CONVERSATION, agent))
+        await asyncio.to_thread(claimed.wait, 5)
+        service.stop(CONVERSATION, "req-early")
+        outcomes = await worker.poll_once()
+        proceed.set()
+        with pytest.raises(ClaimRejected):
+            await starting
+        return outcomes
+
+    assert run(scenario()) == [Outcome.STOPPED_BEFORE_START]
+    assert agent.runs == []
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+
+def test_a_cancel_stops_the_loop_then_deletes_its_message(
+    stack: Stack,
+    make_worker: WorkerFactory,
+    service: StopService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING", "other": "STARTING"})
+    worker = make_worker()
+    agent = Agent()
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+
+    async def scenario() -> tuple[list[Outcome], bool, bool]:
+        task = await worker.start(CONVERSATION, agent)
+        other = await worker.start("other", agent)
+        service.stop(CONVERSATION, "req-42")
+        outcomes = await worker.poll_once()
+        result = (outcomes, task.cancelled(), other.done())
+        await worker.aclose()
+        return result
+
+    outcomes, cancelled, other_done = run(scenario())
+
+    assert outcomes == [Outcome.STOPPED]
+    assert cancelled
+    assert not other_done  # only the conversation named by the cancel
+    assert agent.cleanups[0] == CONVERSATION
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    record = read_record(stack, CONVERSATION)
+    assert record is not None
+    assert record["status"] == "STOPPED"
+    [line] = stopped_lines(caplog)
+    assert line["conversation_id"] == CONVERSATION
+    assert line["via"] == "queue"
+    assert line["request_id"] == "req-42"
+    assert line["cleanup_completed"] is True
+    assert isinstance(line["stop_to_stopped_ms"], float)
+    assert line["stop_to_stopped_ms"] >= 0
+
+
+def test_duplicate_cancels_are_harmless(
+    stack: Stack,
+    make_worker: WorkerFactory,
+    standard_queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same stop delivered twice at once, and once more later: one cancel, all deleted."""
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(standard_queue)
+    agent = Agent()
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+
+    async def scenario() -> tuple[list[Outcome], list[Outcome]]:
+        await worker.start(CONVERSATION, agent)
+        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+        first = await worker.poll_once()
+        while len(first) < 2:  # a standard queue may deliver them in two receives
+            first += await worker.poll_once()
+        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+        later = await worker.poll_once()
+        await worker.aclose()
+        return first, later
+
+    first, later = run(scenario())
+
+    assert sorted(first) == sorted([Outcome.STOPPED, Outcome.DUPLICATE])
+    assert later == [Outcome.DUPLICATE]
+    assert agent.cleanups == [CONVERSATION]
+    assert len(stopped_lines(caplog)) == 1
+    assert queue_depth(stack, standard_queue) == (0, 0)
+
+
+def test_a_cancel_for_a_conversation_not_run_here_is_deleted_as_handled(
+    stack: Stack, make_worker: WorkerFactory, worker_queue: str
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(worker_queue)
+
+    async def scenario() -> tuple[list[Outcome], bool]:
+        task = await worker.start(CONVERSATION, Agent())
+        send_raw(stack, worker_queue, cancel_for("someone-elses"))
+        outcomes = await worker.poll_once()
+        still_running = not task.done()
+        await worker.aclose()
+        return outcomes, still_running
+
+    outcomes, still_running = run(scenario())
+
+    assert outcomes == [Outcome.NOT_OURS]
+    assert still_running
+    assert queue_depth(stack, worker_queue) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        '{"message_type": "close_session"}',
+        '{"message_type": "something_else", "sid": "conv-worker-1"}',
+        '{"message_type": "close_session", "sid": "../etc", "stop_id": "s", '
+        '"request_id": "r", "requested_at": "2026-01-01T00:00:00Z"}',
+    ],
+)
+def test_an_unparsable_message_is_left_for_the_redrive(
+    stack: Stack, make_worker: WorkerFactory, body: str
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker()
+
+    async def scenario() -> tuple[list[Outcome], bool]:
+        task = await worker.start(CONVERSATION, Agent())
+        send_raw(stack, stack.queue_url, body)
+        outcomes = await worker.poll_once()
+        still_running = not task.done()
+        await worker.aclose()
+        return outcomes, still_running
+
+    outcomes, still_running = run(scenario())
+
+    assert outcomes == [Outcome.UNPARSABLE]
+    assert still_running
+    assert queue_depth(stack, stack.queue_url) == (0, 1)  # received, not deleted
+
+
+# -- backstop ------------------------------------------------------------------------------
+
+
+def test_the_backstop_stops_a_loop_whose_cancel_was_lost(
+    stack: Stack,
+    make_worker: WorkerFactory,
+    service: StopService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING", "still-running": "STARTING"})
+    worker = make_worker()
+    agent = Agent()
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+
+    async def scenario() -> tuple[list[Outcome], list[Outcome], bool, bool]:
+        task = await worker.start(CONVERSATION, agent)
+        other = await worker.start("still-running", agent)
+        service.stop(CONVERSATION, "req-lost")
+        drain_queue(stack)  # the cancel is lost
+        found = await worker.backstop_once()
+        again = await worker.backstop_once()
+        result = (found, again, task.cancelled(), other.done())
+        await worker.aclose()
+        return result
+
+    found, again, cancelled, other_done = run(scenario())
+
+    assert found == [Outcome.STOPPED]
+    assert again == []  # nothing left to stop: the stopped loop is no longer read
+    assert cancelled
+    assert not other_done
+    [line] = stopped_lines(caplog)
+    assert line["via"] == "backstop"
+    assert line["request_id"] == "req-lost"
+    assert isinstance(line["requested_at"], datetime)
+
+
+def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    """``async with``: polling and backstop in the background, and a clean close."""
+    seed(stack, {"by-queue": "STARTING", "by-backstop": "STARTING", "left": "STARTING"})
+    worker = make_worker(wait_time_seconds=1, backstop_seconds=0.2)
+    agent = Agent()
+
+    async def scenario() -> None:
+        async with worker:
+            by_queue = await worker.start("by-queue", agent)
+            by_backstop = await worker.start("by-backstop", agent)
+            await worker.start("left", agent)
+            service.stop("by-queue", "r1")
+            service.stop("by-backstop", "r2")
+            drain_queue(stack)  # take by-backstop's cancel away (and by-queue's: resend it)
+            send_raw(stack, stack.queue_url, cancel_for("by-queue"), dedup="again")
+            await asyncio.wait_for(
+                asyncio.gather(by_queue, by_backstop, return_exceptions=True), 10
+            )
+        assert worker.running == frozenset()
+
+    run(scenario())
+
+    assert sorted(agent.cleanups) == ["by-backstop", "by-queue", "left"]
+    assert read_record(stack, "left")["status"] == "RUNNING"  # type: ignore[index]
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+
+
+def test_a_poll_that_returns_after_shutdown_hands_its_messages_back(
+    stack: Stack, make_worker: WorkerFactory
+) -> None:
+    worker = make_worker()
+    send_raw(stack, stack.queue_url, cancel_for(CONVERSATION))
+    worker.shutdown()
+
+    assert worker._receive_unless_closing(0) == []
+    assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again at once
+
+
+def test_the_worker_calls_only_what_its_iam_policy_allows(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING", "lost": "STARTING", "gone": "STOPPED"})
+    worker = make_worker()
+
+    async def scenario() -> None:
+        with pytest.raises(ClaimRejected):
+            await worker.start("gone", Agent())
+        await worker.start(CONVERSATION, Agent())
+        await worker.start("lost", Agent())
+        send_raw(stack, stack.queue_url, "garbage", dedup="g")
+        service.stop(CONVERSATION, "r")
+        await worker.poll_once()
+        service.stop("lost", "r2")
+        drain_queue(stack)
+        await worker.backstop_once()
+        send_raw(stack, stack.queue_url, cancel_for("x"), dedup="x")
+        worker.shutdown()
+        await asyncio.to_thread(worker._receive_unless_closing, 0)
+        await worker.aclose()
+
+    with AwsCallCounter() as counter:
+        run(scenario())
+
+    worker_calls = {name for name in counter.calls if name not in _stop_route_calls()}
+    assert worker_calls <= WORKER_OPERATIONS
+    assert {
+        "dynamodb.UpdateItem",
+        "dynamodb.BatchGetItem",
+        "sqs.ReceiveMessage",
+        "sqs.DeleteMessage",
+        "sqs.ChangeMessageVisibility",
+    } <= worker_calls
+
+
+def _stop_route_calls() -> set[str]:
+    # The stop route's own calls in the same process (its clients carry the same marker).
+    return {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
+
+
+def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
+    stack: Stack,
+    make_worker: WorkerFactory,
+    service: StopService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(cleanup_timeout_seconds=0.1)
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+
+    async def slow_to_stop(conversation_id: str) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.5)  # a cleanup that outlives the bound
+
+    async def scenario() -> tuple[list[Outcome], bool]:
+        task = await worker.start(CONVERSATION, slow_to_stop)
+        service.stop(CONVERSATION, "r")
+        outcomes = await worker.poll_once()
+        done_when_deleted = task.done()
+        await asyncio.wait({task})
+        return outcomes, done_when_deleted
+
+    outcomes, done_when_deleted = run(scenario())
+
+    assert outcomes == [Outcome.STOPPED]
+    assert not done_when_deleted
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    [line] = stopped_lines(caplog)
+    assert line["cleanup_completed"] is False
+
+
+def test_the_backstop_still_stops_loops_when_the_queue_fails(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    seed(stack, {CONVERSATION: "STARTING"})
+    missing_queue = stack.queue_url.replace("cancel", "no-such-queue")
+    worker = make_worker(missing_queue, wait_time_seconds=1, backstop_seconds=0.2)
+    agent = Agent()
+
+    async def scenario() -> None:
+        async with worker:
+            task = await worker.start(CONVERSATION, agent)
+            with pytest.raises(DependencyFailure):  # recorded STOPPED, then the send failed
+                service.stop(CONVERSATION, "r")
+            await asyncio.wait_for(asyncio.wait({task}), 10)
+
+    run(scenario())
+
+    assert agent.cleanups == [CONVERSATION]
