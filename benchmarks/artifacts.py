@@ -1,6 +1,10 @@
 """Packaged artifacts, built as Lambda runs them: dependencies for this machine's Python, the
 code, and bytecode compiled by the interpreter that runs the benchmark.
 
+Our layer mirrors ``layers/common/Makefile`` (its requirements, the tracing extras installed
+with ``--no-deps``, no ``bin/``), and every artifact, peers included, gets the same bytecode:
+``compileall`` with unchecked-hash invalidation, as the layer build compiles it.
+
 Dependencies are installed once per requirements set into ``.bench/deps/<hash>`` (gitignored)
 and hard-linked into each artifact; the code is copied and compiled afresh on every run, so
 an edit is always what gets measured.
@@ -12,6 +16,7 @@ import compileall
 import hashlib
 import io
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -24,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
 PEERS = Path(__file__).resolve().parent / "peers"
 LAYER_REQUIREMENTS = ROOT / "layers" / "common" / "requirements.txt"
+TRACING_REQUIREMENTS = ROOT / "layers" / "common" / "requirements-tracing.txt"
 
 
 @dataclass(frozen=True)
@@ -41,35 +47,24 @@ class Artifact:
         return [self.function, *([self.layer] if self.layer else []), self.runtime]
 
 
-def _deps(label: str, requirements: list[str]) -> Path:
-    """``pip install --target`` of ``requirements``, compiled; cached by their content."""
-    digest = hashlib.sha256("\n".join([sys.version, *requirements]).encode("utf-8")).hexdigest()[
-        :16
-    ]
+def _deps(label: str, requirements: list[str], no_deps: list[str] | None = None) -> Path:
+    """``pip install --target`` of ``requirements`` (and of ``no_deps`` without their
+    dependencies), compiled; cached by their content."""
+    extra = no_deps or []
+    key = "\n".join([sys.version, *requirements, "--no-deps", *extra])
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     target = CACHE / "deps" / f"{label}-{digest}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    installed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-compile",
-            "--target",
-            str(target),
-            *requirements,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if installed.returncode != 0:
-        raise RuntimeError(f"pip install for {label} failed:\n{installed.stderr}")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pip += ["--no-compile", "--target", str(target)]
+    for command in [[*pip, *requirements], *([[*pip, "--no-deps", *extra]] if extra else [])]:
+        installed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if installed.returncode != 0:
+            raise RuntimeError(f"pip install for {label} failed:\n{installed.stderr}")
+    shutil.rmtree(target / "bin", ignore_errors=True)
     _compile(target)
     (target / ".complete").touch()
     return target
@@ -82,7 +77,12 @@ def _requirements(path: Path) -> list[str]:
 
 def _compile(directory: Path) -> None:
     """Bytecode by the benchmark's own interpreter: what Lambda reads instead of compiling."""
-    ok = compileall.compile_dir(str(directory), quiet=2, workers=0)
+    ok = compileall.compile_dir(
+        str(directory),
+        quiet=2,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
     if not ok:
         raise RuntimeError(f"compileall failed in {directory}")
 
@@ -102,7 +102,9 @@ def _copy_code(source: Path, target: Path) -> None:
 def build() -> list[Artifact]:
     """Our function (function + layer), the typical template and the bare handler."""
     runtime = _deps("runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"])
-    layer_deps = _deps("layer", _requirements(LAYER_REQUIREMENTS))
+    layer_deps = _deps(
+        "layer", _requirements(LAYER_REQUIREMENTS), _requirements(TRACING_REQUIREMENTS)
+    )
     typical_deps = _deps("typical", _requirements(PEERS / "typical" / "requirements.txt"))
 
     built = CACHE / "artifacts"
