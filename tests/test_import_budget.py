@@ -36,7 +36,7 @@ FORBIDDEN = (
 # Run in a fresh interpreter: connections and name lookups are refused and recorded before
 # the handler module is imported, then the module names it loaded are reported.
 _CHILD = r"""
-import json, socket, sys
+import gc, json, socket, sys
 
 attempts = []
 
@@ -72,6 +72,7 @@ print(json.dumps({
     "attempts": attempts,
     "modules": sorted(sys.modules),
     "handler_callable": callable(app.handler),
+    "gc_enabled": gc.isenabled(),
 }))
 """
 
@@ -107,6 +108,14 @@ def cold_import() -> dict[str, object]:
 
 def test_importing_the_handler_makes_it_ready(cold_import: dict[str, object]) -> None:
     assert cold_import["handler_callable"] is True
+
+
+def test_the_cycle_collector_is_back_on_once_the_handler_is_built(
+    cold_import: dict[str, object],
+) -> None:
+    """Init runs without it (a cold-start saving); a process left without it would keep
+    every reference cycle its requests make."""
+    assert cold_import["gc_enabled"] is True
 
 
 def test_importing_the_handler_connects_nowhere_and_resolves_no_name(
@@ -145,3 +154,27 @@ def test_the_session_makes_clients_for_our_three_services_only() -> None:
     assert set(made) == set(clients.SERVICES)
     with pytest.raises(UnknownServiceError):
         clients._client("s3")
+
+
+def test_a_failed_init_still_turns_the_cycle_collector_back_on() -> None:
+    code = (
+        "import gc\n"
+        "try:\n"
+        "    import app\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, gc.isenabled())\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
+            **AWS_DUMMY_ENV,
+        },
+        cwd=str(FUNCTION_DIR),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert completed.stdout.split() == ["ValidationError", "True"], completed.stderr
