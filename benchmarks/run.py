@@ -30,6 +30,7 @@ from benchmarks.artifacts import CACHE, Artifact, build, size
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, Stack, create_stack, moto_server, seed
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 NAMES = {"ours": "ours", "typical": "typical template", "bare": "bare handler"}
 # Where a stubbed run's AWS calls would go if the stub ever let one through: nothing listens.
 NOWHERE = "http://127.0.0.1:9"
@@ -380,6 +381,9 @@ def main() -> None:
     parser.add_argument("--init-runs", type=int, help="fresh processes for cold init")
     parser.add_argument("--cold-runs", type=int, help="fresh processes for cold start")
     parser.add_argument("--warm-count", type=int, help="warm requests per implementation")
+    parser.add_argument(
+        "--update-docs", action="store_true", help=f"write the table into {DOCS.name}"
+    )
     args = parser.parse_args()
     plan = SMOKE if args.smoke else FULL
     plan = Plan(
@@ -393,7 +397,19 @@ def main() -> None:
     (CACHE / ("smoke.json" if args.smoke else "latest.json")).write_text(
         json.dumps(report, indent=2), "utf-8"
     )
-    print(table(report))
+    printed = table(report)
+    print(printed)
+    if args.update_docs:
+        update_docs(printed)
+
+
+def update_docs(printed: str, docs: Path = DOCS) -> None:
+    """Replace the table between the markers in docs/performance.md with this run's."""
+    text = docs.read_text("utf-8")
+    start, end = "<!-- bench-table -->", "<!-- /bench-table -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    docs.write_text(f"{before}{start}\n{printed}\n{end}{after}", "utf-8")
 
 
 if __name__ == "__main__":
