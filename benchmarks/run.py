@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -260,6 +261,7 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     return {
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "arch": platform.machine(),
         "cpu": cpu,
         "cores": str(os.cpu_count()),
@@ -367,8 +369,8 @@ def table(report: dict[str, Any]) -> str:
     plan = report["plan"]
     lines.append("")
     lines.append(
-        f"Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
-        f"{m['system']}. Medians of {plan['init_runs']} fresh processes (init), "
+        f"Run on {m['date']}. Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, "
+        f"Python {m['python']}, {m['system']}. Medians of {plan['init_runs']} fresh processes (init), "
         f"{plan['cold_runs']} (cold start), {plan['warm_count']:,} warm requests each in "
         f"turns of {plan['warm_chunk']}; the implementations interleaved."
     )
