@@ -370,7 +370,8 @@ def table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"Run on {m['date']}. Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, "
-        f"Python {m['python']}, {m['system']}. Medians of {plan['init_runs']} fresh processes (init), "
+        f"Python {m['python']}, {m['system']}. "
+        f"Medians of {plan['init_runs']} fresh processes (init), "
         f"{plan['cold_runs']} (cold start), {plan['warm_count']:,} warm requests each in "
         f"turns of {plan['warm_chunk']}; the implementations interleaved."
     )
