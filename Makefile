@@ -19,7 +19,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: install sam-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast
+	reliability reliability-fast bench bench-smoke
 
 install: $(STAMP)
 
@@ -72,9 +72,15 @@ reliability: install ## faults, races, hostile input, key, a 10,000-stop load: w
 reliability-fast: install ## the same, CI-sized (fewer examples, a 500-stop load); table to stdout
 	$(BIN)/python -m local.reliability --fast
 
+bench: install ## our function against two peers, side by side: the table in docs/performance.md
+	$(BIN)/python -m benchmarks.run
+
+bench-smoke: install ## the same with a few runs of each: CI checks that it runs, not its times
+	$(BIN)/python -m benchmarks.run --smoke
+
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

@@ -1,0 +1,147 @@
+"""Packaged artifacts, built as Lambda runs them: dependencies for this machine's Python, the
+code, and bytecode compiled by the interpreter that runs the benchmark.
+
+Our layer mirrors ``layers/common/Makefile`` (its requirements, the tracing extras installed
+with ``--no-deps``, no ``bin/``), and every artifact, peers included, gets the same bytecode:
+``compileall`` with unchecked-hash invalidation, as the layer build compiles it.
+
+Dependencies are installed once per requirements set into ``.bench/deps/<hash>`` (gitignored)
+and hard-linked into each artifact; the code is copied and compiled afresh on every run, so
+an edit is always what gets measured.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import io
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench"
+PEERS = Path(__file__).resolve().parent / "peers"
+LAYER_REQUIREMENTS = ROOT / "layers" / "common" / "requirements.txt"
+TRACING_REQUIREMENTS = ROOT / "layers" / "common" / "requirements-tracing.txt"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One implementation as deployed: ``path`` is its sys.path order on Lambda
+    (/var/task, then the layer's /opt/python, then the runtime's boto3)."""
+
+    name: str
+    function: Path
+    layer: Path | None
+    runtime: Path
+
+    @property
+    def path(self) -> list[Path]:
+        return [self.function, *([self.layer] if self.layer else []), self.runtime]
+
+
+def _deps(label: str, requirements: list[str], no_deps: list[str] | None = None) -> Path:
+    """``pip install --target`` of ``requirements`` (and of ``no_deps`` without their
+    dependencies), compiled; cached by their content."""
+    extra = no_deps or []
+    key = "\n".join([sys.version, *requirements, "--no-deps", *extra])
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    target = CACHE / "deps" / f"{label}-{digest}"
+    if (target / ".complete").exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pip += ["--no-compile", "--target", str(target)]
+    for command in [[*pip, *requirements], *([[*pip, "--no-deps", *extra]] if extra else [])]:
+        installed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if installed.returncode != 0:
+            raise RuntimeError(f"pip install for {label} failed:\n{installed.stderr}")
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    _compile(target)
+    (target / ".complete").touch()
+    return target
+
+
+def _requirements(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
+    return [line for line in lines if line]
+
+
+def _compile(directory: Path) -> None:
+    """Bytecode by the benchmark's own interpreter: what Lambda reads instead of compiling."""
+    ok = compileall.compile_dir(
+        str(directory),
+        quiet=2,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    if not ok:
+        raise RuntimeError(f"compileall failed in {directory}")
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    shutil.copytree(
+        source, target, copy_function=os.link, ignore=shutil.ignore_patterns(".complete")
+    )
+
+
+def _copy_code(source: Path, target: Path) -> None:
+    shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "requirements.txt")
+    )
+
+
+def build() -> list[Artifact]:
+    """Our function (function + layer), the typical template and the bare handler."""
+    runtime = _deps("runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"])
+    layer_deps = _deps(
+        "layer", _requirements(LAYER_REQUIREMENTS), _requirements(TRACING_REQUIREMENTS)
+    )
+    typical_deps = _deps("typical", _requirements(PEERS / "typical" / "requirements.txt"))
+
+    built = CACHE / "artifacts"
+    shutil.rmtree(built, ignore_errors=True)
+    built.mkdir(parents=True)
+
+    ours_function = built / "ours" / "function"
+    ours_layer = built / "ours" / "layer" / "python"
+    _copy_code(ROOT / "functions" / "stop_conversation", ours_function)
+    _link_tree(layer_deps, ours_layer)
+    _copy_code(ROOT / "layers" / "common" / "openhands_stop", ours_layer / "openhands_stop")
+
+    typical = built / "typical" / "function"
+    _link_tree(typical_deps, typical)
+    shutil.copy2(PEERS / "typical" / "app.py", typical / "app.py")
+
+    bare = built / "bare" / "function"
+    bare.mkdir(parents=True)
+    shutil.copy2(PEERS / "bare" / "app.py", bare / "app.py")
+
+    for directory in (ours_function, ours_layer / "openhands_stop", typical, bare):
+        _compile(directory)
+    return [
+        Artifact("ours", ours_function, ours_layer, runtime),
+        Artifact("typical", typical, None, runtime),
+        Artifact("bare", bare, None, runtime),
+    ]
+
+
+def size(directory: Path, *, zip_root: Path | None = None) -> tuple[int, int]:
+    """(unzipped bytes, zipped bytes) of a directory, as a deployment zip would hold it."""
+    root = zip_root or directory
+    unzipped = 0
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and path.name != ".complete":
+                unzipped += path.stat().st_size
+                archive.write(path, path.relative_to(root))
+    return unzipped, len(buffer.getvalue())
