@@ -63,14 +63,15 @@ lint: install sam-install ## ruff, mypy, cfn-lint and sam validate on the transf
 unit: install sam-install ## the test suite alone, without the sam build test
 	$(BIN)/pytest
 
-test: lint sam-install runtime-python ## everything CI runs: lint, every test, the sam build
+test: lint sam-install runtime-python ## lint, every test, the sam build, a small load run
 	SAM_BUILD_TEST=1 $(BIN)/pytest
+	$(MAKE) --no-print-directory reliability-fast
 
 reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
 	$(BIN)/python -m local.reliability --output docs/reliability.md
 
-reliability-fast: install ## the same, CI-sized (fewer examples, a 500-stop load); table to stdout
-	$(BIN)/python -m local.reliability --fast
+reliability-fast: install ## the part pytest does not run: a bounded 500-stop load; table to stdout
+	$(BIN)/python -m local.reliability --fast --load-only
 
 bench: install ## our function against two peers, side by side: the table in docs/performance.md
 	$(BIN)/python -m benchmarks.run
