@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from botocore.exceptions import ClientError
+from openhands_stop.aws.claims import DynamoClaimTable
+from openhands_stop.domain.models import utc_now
 from openhands_stop.edge.service import StopService
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
@@ -61,27 +62,9 @@ def test_fifty_concurrent_stops_make_one_transition_and_one_cancel(
 
 
 def claim(stack: Stack, cid: str, worker_id: str, queue_url: str) -> bool:
-    """A worker's claim, as the worker issue defines it: one conditional write
-    STARTING -> RUNNING that names the worker and its cancel queue; fails on STOPPED."""
-    try:
-        stack.client("dynamodb").update_item(
-            TableName=stack.table_name,
-            Key={"conversation_id": {"S": cid}},
-            UpdateExpression="SET #s = :running, worker_id = :w, cancel_queue_url = :q",
-            ConditionExpression="#s = :starting",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":running": {"S": "RUNNING"},
-                ":starting": {"S": "STARTING"},
-                ":w": {"S": worker_id},
-                ":q": {"S": queue_url},
-            },
-        )
-    except ClientError as error:
-        if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    """A worker's claim, the worker's own code: STARTING -> RUNNING, fails on STOPPED."""
+    claims = DynamoClaimTable(stack.client("dynamodb"), stack.table_name)
+    return claims.claim(cid, worker_id=worker_id, cancel_queue_url=queue_url, now=utc_now()).claimed
 
 
 def _worker_queue(stack: Stack) -> str:

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from openhands_stop.aws.conversation_table import PARTITION_KEY, record_from_item
+from openhands_stop.aws.conversation_table import (
+    PARTITION_KEY,
+    conditional_update,
+    record_from_item,
+    timestamp,
+)
 from openhands_stop.aws.failures import dependency_call
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import ConversationRecord, ConversationStatus
@@ -22,7 +25,7 @@ BATCH_GET_MAX_KEYS = 100
 
 _UNPROCESSED_ROUNDS = 5
 
-_CLAIM = {
+_CLAIM: dict[str, Any] = {
     "UpdateExpression": (
         "SET #status = :running, worker_id = :worker, cancel_queue_url = :queue, "
         "claimed_at = :now, updated_at = :now ADD version :one"
@@ -59,29 +62,21 @@ class DynamoClaimTable:
         self, conversation_id: str, *, worker_id: str, cancel_queue_url: str, now: datetime
     ) -> ClaimResult:
         """Move a STARTING conversation to RUNNING, owned by this worker and its queue."""
-        with dependency_call("dynamodb"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._table_name,
-                    Key={PARTITION_KEY: {"S": conversation_id}},
-                    ExpressionAttributeValues={
-                        ":running": {"S": ConversationStatus.RUNNING.value},
-                        ":starting": {"S": ConversationStatus.STARTING.value},
-                        ":worker": {"S": worker_id},
-                        ":queue": {"S": cancel_queue_url},
-                        ":now": {"S": now.isoformat(timespec="milliseconds")},
-                        ":one": {"N": "1"},
-                    },
-                    **_CLAIM,  # type: ignore[arg-type]
-                )
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != (
-                    "ConditionalCheckFailedException"
-                ):
-                    raise
-                current: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
-                return ClaimResult(claimed=False, record=record_from_item(current))
-        return ClaimResult(claimed=True, record=record_from_item(response["Attributes"]))
+        claimed, record = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":running": {"S": ConversationStatus.RUNNING.value},
+                ":starting": {"S": ConversationStatus.STARTING.value},
+                ":worker": {"S": worker_id},
+                ":queue": {"S": cancel_queue_url},
+                ":now": {"S": timestamp(now)},
+                ":one": {"N": "1"},
+            },
+            _CLAIM,
+        )
+        return ClaimResult(claimed=claimed, record=record)
 
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
         """The current rows of these conversations (strongly consistent), by id.

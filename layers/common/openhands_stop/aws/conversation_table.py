@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 PARTITION_KEY = "conversation_id"
 
-_MARK_STOPPED = {
+_MARK_STOPPED: dict[str, Any] = {
     "UpdateExpression": (
         "SET #status = :stopped, stop_id = :stop_id, stop_request_id = :request_id, "
         "stopped_at = :now, updated_at = :now ADD version :one"
@@ -38,41 +38,58 @@ class DynamoConversationTable:
         self._table_name = table_name
 
     def mark_stopped(self, conversation_id: str, stop: StopRequest) -> StopTransition:
-        now = _timestamp(stop.requested_at)
-        with dependency_call("dynamodb"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._table_name,
-                    Key={PARTITION_KEY: {"S": conversation_id}},
-                    ExpressionAttributeValues={
-                        ":stopped": {"S": ConversationStatus.STOPPED.value},
-                        ":starting": {"S": ConversationStatus.STARTING.value},
-                        ":running": {"S": ConversationStatus.RUNNING.value},
-                        ":stop_id": {"S": stop.stop_id},
-                        ":request_id": {"S": stop.request_id},
-                        ":now": {"S": now},
-                        ":one": {"N": "1"},
-                    },
-                    **_MARK_STOPPED,  # type: ignore[arg-type]
-                )
-            except ClientError as error:
-                if not _is_condition_failure(error):
-                    raise
-                # Not STARTING or RUNNING: the row as it is came back with the failure.
-                current: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
-                return StopTransition(stopped_now=False, record=record_from_item(current))
-        return StopTransition(stopped_now=True, record=record_from_item(response["Attributes"]))
+        stopped_now, record = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":stopped": {"S": ConversationStatus.STOPPED.value},
+                ":starting": {"S": ConversationStatus.STARTING.value},
+                ":running": {"S": ConversationStatus.RUNNING.value},
+                ":stop_id": {"S": stop.stop_id},
+                ":request_id": {"S": stop.request_id},
+                ":now": {"S": timestamp(stop.requested_at)},
+                ":one": {"N": "1"},
+            },
+            _MARK_STOPPED,
+        )
+        return StopTransition(stopped_now=stopped_now, record=record)
+
+
+def conditional_update(
+    client: DynamoDBClient,
+    table_name: str,
+    conversation_id: str,
+    values: dict[str, Any],
+    expression: dict[str, Any],
+) -> tuple[bool, ConversationRecord | None]:
+    """One conditional UpdateItem on a conversation's row: was it applied, and the row.
+
+    The row comes back either way, in one call: as ``ReturnValues`` asks when the write is
+    applied, and as it is now (``ReturnValuesOnConditionCheckFailure``) when it is refused.
+    """
+    with dependency_call("dynamodb"):
+        try:
+            response = client.update_item(
+                TableName=table_name,
+                Key={PARTITION_KEY: {"S": conversation_id}},
+                ExpressionAttributeValues=values,
+                **expression,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            current: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
+            return False, record_from_item(current)
+    return True, record_from_item(response["Attributes"])
+
+
+def timestamp(moment: datetime) -> str:
+    """How the table stores a moment: ISO 8601, UTC, milliseconds."""
+    return moment.isoformat(timespec="milliseconds")
 
 
 _KNOWN_STATUSES = frozenset(status.value for status in ConversationStatus)
-
-
-def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds")
 
 
 def record_from_item(item: dict[str, Any] | None) -> ConversationRecord | None:
