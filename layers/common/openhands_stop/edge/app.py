@@ -80,6 +80,9 @@ def create_app(service: StopService) -> FastAPI:
         description="OpenHands: Code Less, Make More",
         version="0.53.0",
         servers=[{"url": "http://localhost:3000", "description": "Local development server"}],
+        # No OpenTelemetry here (logs and metrics are the request's line, traces X-Ray's):
+        # off, FastAPI skips looking up OTel providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.stop_service = service
 
