@@ -84,7 +84,6 @@ def create_app(service: StopService) -> FastAPI:
         # off, FastAPI skips looking up OTel providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.stop_service = service
 
     @app.post(
         "/api/conversations/{conversation_id}/stop",
