@@ -1,4 +1,5 @@
-"""EMF metrics per outcome through the real handler, tracing only on request, SnapStart hook."""
+"""One JSON line per request, its log line and its EMF metrics; tracing only on request;
+the SnapStart hook."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ EVENTS = ROOT / "events"
 NAMESPACE = "Tests/StopConversation"
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+Lines = Callable[[], list[dict[str, Any]]]
 
 
 def event(name: str, conversation_id: str | None = None, key: str | None = None) -> dict[str, Any]:
@@ -38,26 +40,24 @@ def event(name: str, conversation_id: str | None = None, key: str | None = None)
 
 
 @pytest.fixture
-def emitted(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Reads the EMF lines printed since the last read (a fresh Metrics, our namespace)."""
+def lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Lines:
+    """Reads the JSON lines printed on stdout since the last read (our metrics namespace)."""
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
-    monkeypatch.setattr(observability, "_metrics", None)
-    observability.metrics().clear_metrics()  # the buffer is shared by every test in-process
     capsys.readouterr()
 
     def read() -> list[dict[str, Any]]:
         captured = capsys.readouterr()
         assert KEY not in captured.out
         assert KEY not in captured.err
-        lines = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
-        return [line for line in lines if "_aws" in line]
+        return [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 
-    yield read
-    observability.metrics().clear_metrics()
+    return read
+
+
+@pytest.fixture
+def emitted(lines: Lines) -> Lines:
+    """Reads the EMF lines printed since the last read."""
+    return lambda: [line for line in lines() if "_aws" in line]
 
 
 def metric_names(blob: dict[str, Any]) -> set[str]:
@@ -66,26 +66,29 @@ def metric_names(blob: dict[str, Any]) -> set[str]:
 
 
 def only_blob(blobs: list[dict[str, Any]]) -> dict[str, Any]:
-    assert len(blobs) == 1, "metrics are flushed once per invocation, as one EMF line"
+    assert len(blobs) == 1, "a request's metrics are one EMF line"
     (blob,) = blobs
     (directive,) = blob["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == NAMESPACE
     assert directive["Dimensions"] == [["service"]]
+    assert all(metric["Unit"] == "Count" for metric in directive["Metrics"])
+    assert isinstance(blob["_aws"]["Timestamp"], int)
     assert blob["service"] == "stop-conversation"
+    for name in metric_names(blob):
+        assert blob[name] == 1
     return blob
 
 
 def test_a_stop_of_a_running_conversation_counts_conversation_stopped(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     assert lambda_handler(event("stop-running"))["statusCode"] == 200
     blob = only_blob(emitted())
     assert metric_names(blob) == {"ConversationStopped"}
-    assert blob["ConversationStopped"] == [1.0]
 
 
 def test_a_retried_stop_counts_not_running_and_the_resent_cancel(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     lambda_handler(event("stop-running"))
     emitted()
@@ -95,7 +98,7 @@ def test_a_retried_stop_counts_not_running_and_the_resent_cancel(
 
 
 def test_a_stop_of_an_unknown_conversation_counts_not_running_only(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     assert lambda_handler(event("stop-unknown"))["statusCode"] == 200
     assert metric_names(only_blob(emitted())) == {"ConversationNotRunning"}
@@ -103,17 +106,14 @@ def test_a_stop_of_an_unknown_conversation_counts_not_running_only(
 
 @pytest.mark.parametrize("name", ["stop-wrong-key", "stop-missing-key"])
 def test_a_refused_key_counts_unauthorized(
-    name: str,
-    seeded: Stack,
-    lambda_handler: Invoke,
-    emitted: Callable[[], list[dict[str, Any]]],
+    name: str, seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     assert lambda_handler(event(name))["statusCode"] == 401
     assert metric_names(only_blob(emitted())) == {"Unauthorized"}
 
 
 def test_an_aws_failure_counts_dependency_failure_with_the_dependency_named(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     seeded.client("dynamodb").delete_table(TableName=seeded.table_name)
     assert lambda_handler(event("stop-running"))["statusCode"] == 500
@@ -121,17 +121,18 @@ def test_an_aws_failure_counts_dependency_failure_with_the_dependency_named(
     assert metric_names(blob) == {"DependencyFailure"}
     assert blob["dependency"] == "dynamodb"
     assert blob["transient"] is False
+    assert blob["level"] == "ERROR"
 
 
 def test_an_invalid_request_emits_no_metric_line(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     assert lambda_handler(event("stop-invalid-id"))["statusCode"] == 422
     assert emitted() == []
 
 
-def test_metadata_of_one_invocation_does_not_leak_into_the_next(
-    seeded: Stack, lambda_handler: Invoke, emitted: Callable[[], list[dict[str, Any]]]
+def test_metadata_of_one_request_does_not_leak_into_the_next(
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines
 ) -> None:
     seeded.client("dynamodb").delete_table(TableName=seeded.table_name)
     lambda_handler(event("stop-running"))
@@ -139,6 +140,51 @@ def test_metadata_of_one_invocation_does_not_leak_into_the_next(
     lambda_handler(event("stop-wrong-key"))
     blob = only_blob(emitted())
     assert "dependency" not in blob
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "outcome", "counted"),
+    [
+        ("stop-running", 200, "stopped", True),
+        ("stop-unknown", 200, "not_running", True),
+        ("stop-wrong-key", 401, "unauthorized", True),
+        ("stop-invalid-id", 422, "invalid_request", False),
+    ],
+)
+def test_each_request_writes_one_log_line_with_its_ids_and_outcome(  # noqa: PLR0917
+    name: str,
+    status: int,
+    outcome: str,
+    counted: bool,
+    seeded: Stack,
+    settings: Settings,
+    lines: Lines,
+) -> None:
+    """The request's log line is its EMF line: ids to find it by, never the key."""
+    handler = build_handler(settings)
+    lines()
+    answer = handler(event(name), LambdaContext(aws_request_id="req-0123"))
+    assert answer["statusCode"] == status
+    (line,) = lines()
+    assert line["level"] == "INFO"
+    assert line["service"] == "stop-conversation"
+    assert line["outcome"] == outcome
+    assert line["request_id"] == line["function_request_id"] == "req-0123"
+    assert isinstance(line["cold_start"], bool)
+    assert ("_aws" in line) is counted
+    if outcome != "invalid_request":
+        assert line["conversation_id"] == event(name)["pathParameters"]["conversation_id"]
+
+
+def test_only_the_first_request_line_of_a_process_says_cold_start(
+    seeded: Stack, settings: Settings, lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observability, "_cold_start", [True])
+    handler = build_handler(settings)
+    lines()
+    for _ in range(2):
+        handler(event("stop-unknown"), LambdaContext())
+    assert [line["cold_start"] for line in lines()] == [True, False]
 
 
 @pytest.mark.parametrize(

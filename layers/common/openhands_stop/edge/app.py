@@ -6,9 +6,10 @@ from typing import Annotated, Any
 from uuid import uuid4
 
 from aws_lambda_powertools import Logger
-from fastapi import Depends, FastAPI, Path, Request, Security
+from fastapi import FastAPI, Path, Request, Security
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
@@ -22,8 +23,6 @@ logger = Logger(service="stop-conversation")
 
 FAILED_MESSAGE = "Failed to stop conversation"
 SESSION_KEY_HEADER = "X-Session-API-Key"
-
-session_key_header = APIKeyHeader(name=SESSION_KEY_HEADER, auto_error=False)
 
 
 class Unauthorized(BaseModel):
@@ -49,24 +48,30 @@ class _Unauthorized(Exception):
     pass
 
 
-def _service(request: Request) -> StopService:
-    service: StopService = request.app.state.stop_service
-    return service
+def _request_ids(request: Request) -> tuple[str, str | None]:
+    """The request's id for logs, and the Lambda invocation's (the same id) when on Lambda."""
+    lambda_request_id = getattr(request.scope.get("aws.context"), "aws_request_id", None)
+    if isinstance(lambda_request_id, str):
+        return lambda_request_id, lambda_request_id
+    return uuid4().hex, None
 
 
-def _request_id(request: Request) -> str:
-    context = request.scope.get("aws.context")
-    request_id = getattr(context, "aws_request_id", None)
-    return request_id if isinstance(request_id, str) else uuid4().hex
+class SessionKeyCheck(APIKeyHeader):
+    """The X-Session-API-Key scheme of the OpenAPI document, and its check in one step.
 
+    Route dependencies run before the path is validated, so an unauthenticated caller is
+    refused (401) before learning anything about its path (422). Reading the header here,
+    rather than depending on a separate APIKeyHeader dependency, spares FastAPI a level of
+    dependency solving on every request.
+    """
 
-async def require_session_key(
-    request: Request,
-    presented: Annotated[str | None, Security(session_key_header)],
-) -> None:
-    """Runs before the path is validated, so an unauthenticated caller learns nothing."""
-    if not _service(request).verifier.verify(presented):
-        raise _Unauthorized
+    def __init__(self, service: StopService) -> None:
+        super().__init__(name=SESSION_KEY_HEADER, scheme_name="APIKeyHeader", auto_error=False)
+        self._service = service
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        if not self._service.verifier.verify(request.headers.get(SESSION_KEY_HEADER)):
+            raise _Unauthorized
 
 
 def create_app(service: StopService) -> FastAPI:
@@ -75,14 +80,16 @@ def create_app(service: StopService) -> FastAPI:
         description="OpenHands: Code Less, Make More",
         version="0.53.0",
         servers=[{"url": "http://localhost:3000", "description": "Local development server"}],
+        # No OpenTelemetry here (logs and metrics are the request's line, traces X-Ray's):
+        # off, FastAPI skips looking up OTel providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.stop_service = service
 
     @app.post(
         "/api/conversations/{conversation_id}/stop",
         response_model=ConversationResponse,
         responses=_RESPONSES,
-        dependencies=[Depends(require_session_key)],
+        dependencies=[Security(SessionKeyCheck(service))],
     )
     async def stop_conversation(
         request: Request,
@@ -101,33 +108,22 @@ def create_app(service: StopService) -> FastAPI:
         This endpoint calls the conversation_manager's close_session method
         to stop a conversation.
         """
-        request_id = _request_id(request)
+        request_id, lambda_request_id = _request_ids(request)
         try:
-            result = _service(request).stop(conversation_id, request_id)
+            result = service.stop(conversation_id, request_id)
         except DependencyFailure as failure:
-            return _failure(request, conversation_id, request_id, failure)
+            ids = (request_id, lambda_request_id)
+            return _failure(conversation_id, failure, ids, service.retry_after_seconds)
         except Exception:  # every other fault still answers, without its text
             logger.exception("stop failed", conversation_id=conversation_id, request_id=request_id)
             return _error_response(conversation_id, 500)
-        body = result.response()
-        observability.record_stop(result)
-        logger.info(
-            "stop",
-            conversation_id=conversation_id,
-            request_id=request_id,
-            outcome="stopped" if result.previous_status else "not_running",
-            previous_status=result.previous_status,
-            cancel_sent=result.cancel_sent,
-        )
-        return Response(content=body.model_dump_json(), media_type="application/json")
+        observability.record_stop(result, request_id, lambda_request_id)
+        return Response(result.response().model_dump_json(), media_type="application/json")
 
     @app.exception_handler(_Unauthorized)
     async def unauthorized(request: Request, _: Exception) -> Response:
-        observability.record_unauthorized()
-        logger.info(
-            "unauthorized",
-            conversation_id=request.path_params.get("conversation_id"),
-            request_id=_request_id(request),
+        observability.record_unauthorized(
+            *_request_ids(request), request.path_params.get("conversation_id")
         )
         return Response(_UNAUTHORIZED_BODY, status_code=401, media_type="application/json")
 
@@ -135,35 +131,29 @@ def create_app(service: StopService) -> FastAPI:
     async def dependency_failure(request: Request, failure: Exception) -> Response:
         assert isinstance(failure, DependencyFailure)
         conversation_id = str(request.path_params.get("conversation_id", ""))
-        return _failure(request, conversation_id, _request_id(request), failure)
+        ids = _request_ids(request)
+        return _failure(conversation_id, failure, ids, service.retry_after_seconds)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
-        logger.info("invalid request", request_id=_request_id(request), status_code=422)
+        observability.record_invalid_request(*_request_ids(request))
         return await request_validation_exception_handler(request, error)
 
     return app
 
 
 def _failure(
-    request: Request, conversation_id: str, request_id: str, failure: DependencyFailure
+    conversation_id: str,
+    failure: DependencyFailure,
+    request_ids: tuple[str, str | None],
+    retry_after_seconds: int,
 ) -> Response:
     status = 503 if failure.transient else 500
-    observability.record_dependency_failure(failure)
-    logger.error(
-        "stop failed",
-        conversation_id=conversation_id,
-        request_id=request_id,
-        dependency=failure.dependency,
-        transient=failure.transient,
-        status_code=status,
-        detail=str(failure),
-        cause=repr(failure.__cause__),
-    )
+    observability.record_dependency_failure(failure, *request_ids, conversation_id, status)
     response = _error_response(conversation_id, status)
     if failure.transient:
-        response.headers["Retry-After"] = str(_service(request).retry_after_seconds)
+        response.headers["Retry-After"] = str(retry_after_seconds)
     return response
 
 

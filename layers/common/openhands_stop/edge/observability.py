@@ -1,11 +1,16 @@
-"""EMF metrics for each stop outcome, and X-Ray tracing only when the deployer turned it on.
+"""One JSON line per request, both its log line and its EMF metrics; X-Ray only when enabled.
 
-Metrics are CloudWatch Embedded Metric Format lines on stdout, so emitting one costs no AWS
-call: Lambda ships the log line and CloudWatch extracts the metric. They are buffered during
-an invocation and flushed once at its end by the wrapper ``instrument`` returns.
+CloudWatch extracts metrics from any log line in Embedded Metric Format (EMF) and keeps the
+line's other properties searchable, so the request's log line (level, message, request and
+conversation ids, outcome) carries its metrics too: no AWS call, one write. The line is built
+as a dict and serialized once, straight to stdout. Powertools' Logger and Metrics cost about
+half of a warm request's own time (docs/performance.md), so they stay off this path; the
+Logger still writes the rare lines (unexpected faults, unreadable events).
 
-Nothing here sees the session key: a metric carries a count, the request id and, for AWS
-failures, the dependency's name.
+The line is written whatever ``POWERTOOLS_LOG_LEVEL`` says: it carries the metrics.
+
+Nothing here sees the session key: a line carries ids, an outcome, counts and, for AWS
+failures, the dependency's name and the error's text.
 
 The X-Ray SDK is imported only when ``POWERTOOLS_TRACE_DISABLED`` is explicitly false (the
 template's tracing parameter): importing it and patching botocore costs cold-start time that
@@ -14,19 +19,20 @@ a deployment without tracing should not pay.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from functools import wraps
+from functools import cache
 from typing import Any
-
-from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 
 from openhands_stop.domain import DependencyFailure
 from openhands_stop.domain.close_session import StopResult
 
 SERVICE = "stop-conversation"
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 DEFAULT_NAMESPACE = "OpenHands/StopConversation"
 TRACE_DISABLED_ENV = "POWERTOOLS_TRACE_DISABLED"
@@ -44,55 +50,129 @@ class Metric(StrEnum):
     DEPENDENCY_FAILURE = "DependencyFailure"
 
 
-_metrics: Metrics | None = None
+_STOPPED = (Metric.CONVERSATION_STOPPED,)
+_NOT_RUNNING = (Metric.CONVERSATION_NOT_RUNNING,)
+_RESENT = (Metric.CONVERSATION_NOT_RUNNING, Metric.CANCEL_RESENT)
+_UNAUTHORIZED = (Metric.UNAUTHORIZED,)
+_DEPENDENCY_FAILURE = (Metric.DEPENDENCY_FAILURE,)
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_cold_start = [True]  # until the process's first request line is written
 
 
-def metrics() -> Metrics:
-    """The process's Metrics, made on first use so the namespace comes from the environment
-    the function was configured with (Powertools shares the buffer between instances)."""
-    global _metrics  # noqa: PLW0603 - one per process, made lazily on purpose
-    if _metrics is None:
-        _metrics = Metrics(
-            service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE),
-            namespace=os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE,
-        )
-    return _metrics
-
-
-def _count(metric: Metric) -> None:
-    metrics().add_metric(name=metric.value, unit=MetricUnit.Count, value=1)
-
-
-def record_stop(result: StopResult) -> None:
+def record_stop(result: StopResult, request_id: str, lambda_request_id: str | None) -> None:
     """A stop answered 200: the loop was stopped now, or was not running (and maybe the
     recorded stop's cancel was sent again because the stop was retried)."""
+    metrics: tuple[Metric, ...]
     if result.previous_status is not None:
-        _count(Metric.CONVERSATION_STOPPED)
-        return
-    _count(Metric.CONVERSATION_NOT_RUNNING)
-    if result.cancel_sent:
-        _count(Metric.CANCEL_RESENT)
-
-
-def record_unauthorized() -> None:
-    _count(Metric.UNAUTHORIZED)
-
-
-def record_dependency_failure(failure: DependencyFailure) -> None:
-    """An AWS call failed; which one goes in the EMF line's metadata (searchable in Logs
-    Insights) rather than a dimension, so the alarmable metric stays a single series."""
-    _count(Metric.DEPENDENCY_FAILURE)
-    metrics().add_metadata(key="dependency", value=failure.dependency)
-    metrics().add_metadata(key="transient", value=failure.transient)
-
-
-def flush() -> None:
-    """Print the invocation's metrics as one EMF line; nothing when there are none."""
-    buffered = metrics()
-    if buffered.metric_set:
-        buffered.flush_metrics()
+        metrics, outcome = _STOPPED, "stopped"
     else:
-        buffered.clear_metrics()  # drops metadata an invocation without metrics may have set
+        metrics, outcome = (_RESENT if result.cancel_sent else _NOT_RUNNING), "not_running"
+    _write(
+        "INFO",
+        "stop",
+        metrics,
+        request_id,
+        lambda_request_id,
+        conversation_id=result.conversation_id,
+        outcome=outcome,
+        previous_status=result.previous_status,
+        cancel_sent=result.cancel_sent,
+    )
+
+
+def record_unauthorized(
+    request_id: str, lambda_request_id: str | None, conversation_id: object
+) -> None:
+    _write(
+        "INFO",
+        "unauthorized",
+        _UNAUTHORIZED,
+        request_id,
+        lambda_request_id,
+        conversation_id=conversation_id,
+        outcome="unauthorized",
+        status_code=401,
+    )
+
+
+def record_dependency_failure(
+    failure: DependencyFailure,
+    request_id: str,
+    lambda_request_id: str | None,
+    conversation_id: str,
+    status_code: int,
+) -> None:
+    """Which AWS call failed is a property of the line (searchable in Logs Insights), not a
+    dimension, so the alarmable metric stays a single series."""
+    _write(
+        "ERROR",
+        "stop failed",
+        _DEPENDENCY_FAILURE,
+        request_id,
+        lambda_request_id,
+        conversation_id=conversation_id,
+        outcome="dependency_failure",
+        status_code=status_code,
+        dependency=failure.dependency,
+        transient=failure.transient,
+        detail=str(failure),
+        cause=repr(failure.__cause__),
+    )
+
+
+def record_invalid_request(request_id: str, lambda_request_id: str | None) -> None:
+    """A 422 is the caller's fault: logged, not counted."""
+    _write(
+        "INFO",
+        "invalid request",
+        (),
+        request_id,
+        lambda_request_id,
+        outcome="invalid_request",
+        status_code=422,
+    )
+
+
+def _write(
+    level: str,
+    message: str,
+    metrics: tuple[Metric, ...],
+    request_id: str,
+    lambda_request_id: str | None,
+    **fields: object,
+) -> None:
+    service = os.environ.get(SERVICE_ENV) or SERVICE
+    line: dict[str, object] = {"level": level, "message": message, "service": service}
+    if metrics:
+        namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
+        line["_aws"] = {
+            "Timestamp": time.time_ns() // 1_000_000,
+            "CloudWatchMetrics": _directive(namespace, metrics),
+        }
+        for metric in metrics:
+            line[metric.value] = 1
+    line["request_id"] = request_id
+    line.update(fields)
+    line["cold_start"] = _cold_start[0]
+    _cold_start[0] = False
+    if lambda_request_id is not None:  # Powertools' name for it, as on its own lines
+        line["function_request_id"] = lambda_request_id
+    stdout = sys.stdout
+    stdout.write(_ENCODER.encode(line) + "\n")
+    stdout.flush()
+
+
+@cache
+def _directive(namespace: str, metrics: tuple[Metric, ...]) -> list[dict[str, object]]:
+    """The EMF directive for a set of metrics, made once (a handful of sets exist)."""
+    return [
+        {
+            "Namespace": namespace,
+            "Dimensions": [["service"]],
+            "Metrics": [{"Name": metric.value, "Unit": "Count"} for metric in metrics],
+        }
+    ]
 
 
 def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -102,17 +182,8 @@ def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def instrument(handler: Handler) -> Handler:
-    """The handler, flushing metrics after every invocation, traced when tracing is on."""
-    traced = _traced(handler) if tracing_enabled() else handler
-
-    @wraps(handler)
-    def instrumented(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        try:
-            return traced(event, context)
-        finally:
-            flush()
-
-    return instrumented
+    """The handler, traced when tracing is on; itself otherwise (nothing to pay per request)."""
+    return _traced(handler) if tracing_enabled() else handler
 
 
 def _traced(handler: Handler) -> Handler:
@@ -121,6 +192,6 @@ def _traced(handler: Handler) -> Handler:
     # a stop, and keep traces small).
     from aws_lambda_powertools import Tracer  # noqa: PLC0415 - only a traced deployment loads it
 
-    tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
+    tracer = Tracer(service=os.environ.get(SERVICE_ENV, SERVICE))
     traced: Handler = tracer.capture_lambda_handler(handler, capture_response=False)
     return traced
