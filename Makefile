@@ -73,7 +73,7 @@ reliability: install ## faults, races, hostile input, key, a 10,000-stop load: w
 reliability-fast: install ## the part pytest does not run: a bounded 500-stop load; table to stdout
 	$(BIN)/python -m local.reliability --fast --load-only
 
-bench: install ## our function against two peers, side by side: the table in docs/performance.md
+bench: install ## our function against two peers, side by side: the table in the README
 	$(BIN)/python -m benchmarks.run
 
 bench-smoke: install ## the same with a few runs of each: CI checks that it runs, not its times

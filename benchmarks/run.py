@@ -31,7 +31,7 @@ from benchmarks.artifacts import CACHE, Artifact, build, size
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, Stack, create_stack, moto_server, seed
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+DOCS = Path(__file__).resolve().parent.parent / "README.md"
 NAMES = {"ours": "ours", "typical": "typical template", "bare": "bare handler"}
 # Where a stubbed run's AWS calls would go if the stub ever let one through: nothing listens.
 NOWHERE = "http://127.0.0.1:9"
@@ -407,7 +407,7 @@ def main() -> None:
 
 
 def update_docs(printed: str, docs: Path = DOCS) -> None:
-    """Replace the table between the markers in docs/performance.md with this run's."""
+    """Replace the table between the markers in the README's Performance section."""
     text = docs.read_text("utf-8")
     start, end = "<!-- bench-table -->", "<!-- /bench-table -->"
     before, rest = text.split(start, 1)

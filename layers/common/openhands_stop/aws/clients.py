@@ -7,7 +7,7 @@ write and send together stay inside the function's 10 s timeout and a slow depen
 a 503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
 itself) points every client at a local emulation.
 
-Two choices make the clients cheaper, both measured in docs/performance.md:
+Two choices make the clients cheaper, both measured in the README's Performance section:
 
 - client-side parameter validation is off: our adapters build every request from fixed
   shapes and AWS validates each request anyway (a bad one still fails, as a non-transient
