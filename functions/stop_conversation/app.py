@@ -4,9 +4,10 @@ Everything it does lives in the ``openhands_stop`` package (the layer in ``layer
 
 Init allocates about a hundred thousand objects and frees almost none, so the cycle
 collector's passes during it (a tenth of the import time, measured in the README's
-Performance section) find nothing worth the cost: it is off while the handler is built. What init built then
-lives as long as the process, so it is frozen out of every later collection, which keeps
-warm requests' collections small. Reference counting frees memory as usual throughout.
+Performance section) find nothing worth the cost: it is off while the handler is built.
+What init built then lives as long as the process, so it is frozen out of every later
+collection, which keeps warm requests' collections small. Reference counting frees memory
+as usual throughout.
 """
 
 import gc
