@@ -116,8 +116,13 @@ def render(
         "Everything ran on 127.0.0.1 against moto (the AWS emulation).",
         "",
         f"**Verdict: {'every row held' if all_ok else 'SOMETHING FAILED'}.** "
-        f"{verdicts['passed']} tests passed, {verdicts['FAILED']} failed, "
-        f"{verdicts['skipped']} skipped; load run {'ok' if load.ok else 'FAILED'}.",
+        + (
+            f"{verdicts['passed']} tests passed, {verdicts['FAILED']} failed, "
+            f"{verdicts['skipped']} skipped; "
+            if rows
+            else "Suites not run here (pytest runs them); "
+        )
+        + f"load run {'ok' if load.ok else 'FAILED'}.",
         "",
         "The promise: a stop answered `ok` is carried out; bad input neither crashes the "
         "function nor reaches AWS unauthenticated; no AWS fault loses a cancel. Each row is one "
