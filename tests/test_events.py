@@ -79,3 +79,14 @@ def test_the_sam_env_vars_file_names_the_template_function() -> None:
     assert {"CONVERSATIONS_TABLE_NAME", "CANCEL_QUEUE_URL", "SESSION_API_KEY_SECRET_ID"} <= set(
         env["StopConversationFunction"]
     )
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_on_lambda_nothing_but_the_stop_route_is_served(
+    path: str, stack: Stack, lambda_handler: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    event = json.loads((EVENTS / "stop-running.json").read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = "GET"
+
+    assert lambda_handler(event)["statusCode"] == 404

@@ -74,8 +74,13 @@ class SessionKeyCheck(APIKeyHeader):
             raise _Unauthorized
 
 
-def create_app(service: StopService) -> FastAPI:
+def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
+    """The app. ``serve_docs=False`` (the Lambda) leaves out /docs, /redoc and /openapi.json:
+    API Gateway routes only the stop there, and the router would try each before it."""
     app = FastAPI(
+        openapi_url="/openapi.json" if serve_docs else None,
+        docs_url="/docs" if serve_docs else None,
+        redoc_url="/redoc" if serve_docs else None,
         title="OpenHands",
         description="OpenHands: Code Less, Make More",
         version="0.53.0",

@@ -74,7 +74,7 @@ class _RejectUnreadableRequest:
 
 def build_handler(settings: Settings | None = None) -> LambdaHandler:
     service = build_service(settings or Settings.from_environment())
-    asgi = Mangum(_RejectUnreadableRequest(create_app(service)), lifespan="off")
+    asgi = Mangum(_RejectUnreadableRequest(create_app(service, serve_docs=False)), lifespan="off")
 
     # No logger.inject_lambda_context: it costs about 25 us of a warm request here, and the
     # request's line (observability) carries the Lambda request id and cold start. Without it,
