@@ -62,6 +62,23 @@ def wire_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
 
 
 @pytest.fixture
+def wire_settings(wire_stack: Stack) -> Settings:
+    return Settings.from_environment(wire_stack.function_environment())
+
+
+@pytest.fixture
+def wire_service(wire_settings: Settings) -> StopService:
+    return build_service(wire_settings)
+
+
+@pytest.fixture
+def wire_client(wire_service: StopService) -> Iterator[TestClient]:
+    """The app, in process, whose AWS calls cross the HTTP wire to moto's server."""
+    with TestClient(create_app(wire_service), raise_server_exceptions=True) as client:
+        yield client
+
+
+@pytest.fixture
 def settings(stack: Stack) -> Settings:
     return Settings.from_environment(stack.function_environment())
 

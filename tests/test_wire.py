@@ -7,21 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
-from openhands_stop.edge.settings import Settings
 
 from local.emulation import ROOT, Stack, seed
 from tests.conftest import KEY
 from tests.support import drain_queue, read_record
 
 
-def test_a_stop_through_moto_server(wire_stack: Stack) -> None:
+def test_a_stop_through_moto_server(wire_stack: Stack, wire_client: TestClient) -> None:
     seed(wire_stack)
-    settings = Settings.from_environment(wire_stack.function_environment())
-    client = TestClient(create_app(build_service(settings)))
 
-    response = client.post(
+    response = wire_client.post(
         "/api/conversations/demo-running/stop", headers={"X-Session-API-Key": KEY}
     )
 

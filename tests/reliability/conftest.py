@@ -15,13 +15,12 @@ import pytest
 import uvicorn
 from botocore.retries import standard
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 
-from local.emulation import Stack, free_port
+from local.emulation import free_port
 from tests.reliability.faults import FaultInjector, watch_service
 from tests.reliability.profile import FULL
 
@@ -62,25 +61,9 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def wire_settings(wire_stack: Stack) -> Settings:
-    return Settings.from_environment(wire_stack.function_environment())
-
-
-@pytest.fixture
-def wire_service(wire_settings: Settings) -> StopService:
-    return build_service(wire_settings)
-
-
-@pytest.fixture
 def faults(wire_service: StopService, no_backoff: None) -> FaultInjector:
     """Faults on the three dependencies of ``wire_service``."""
     return watch_service(wire_service)
-
-
-@pytest.fixture
-def wire_client(wire_service: StopService) -> Iterator[TestClient]:
-    with TestClient(create_app(wire_service), raise_server_exceptions=True) as client:
-        yield client
 
 
 class LiveServer:

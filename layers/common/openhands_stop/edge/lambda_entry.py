@@ -20,10 +20,13 @@ from openhands_stop.edge.settings import Settings
 
 LambdaHandler = Any
 
+BAD_REQUEST_BODY = '{"detail":"Bad Request"}'
+"""The answer to input no API Gateway sends, from the Lambda entry and from the ASGI guard."""
+
 MALFORMED_EVENT_RESPONSE: dict[str, Any] = {
     "statusCode": 400,
     "headers": {"content-type": "application/json"},
-    "body": '{"detail":"Bad Request"}',
+    "body": BAD_REQUEST_BODY,
     "isBase64Encoded": False,
 }
 
@@ -67,7 +70,7 @@ class _RejectUnreadableRequest:
                     "headers": [(b"content-type", b"application/json")],
                 }
             )
-            await send({"type": "http.response.body", "body": b'{"detail":"Bad Request"}'})
+            await send({"type": "http.response.body", "body": BAD_REQUEST_BODY.encode()})
             return
         await self._app(scope, receive, send)
 
