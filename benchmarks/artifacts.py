@@ -2,7 +2,8 @@
 code, and bytecode compiled by the interpreter that runs the benchmark.
 
 Our layer mirrors ``layers/common/Makefile`` (its requirements, the tracing extras installed
-with ``--no-deps``, no ``bin/``), and every artifact, peers included, gets the same bytecode:
+with ``--no-deps``, botocore pruned to our services, no ``bin/``), and every artifact, peers
+included, gets the same bytecode:
 ``compileall`` with unchecked-hash invalidation, as the layer build compiles it.
 
 Dependencies are installed once per requirements set into ``.bench/deps/<hash>`` (gitignored)
@@ -25,11 +26,14 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from openhands_stop.aws.clients import LAYER_BOTOCORE_SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench"
 PEERS = Path(__file__).resolve().parent / "peers"
 LAYER_REQUIREMENTS = ROOT / "layers" / "common" / "requirements.txt"
 TRACING_REQUIREMENTS = ROOT / "layers" / "common" / "requirements-tracing.txt"
+PRUNE_BOTOCORE = ROOT / "layers" / "common" / "prune_botocore.py"
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,21 @@ class Artifact:
         return [self.function, *([self.layer] if self.layer else []), self.runtime]
 
 
-def _deps(label: str, requirements: list[str], no_deps: list[str] | None = None) -> Path:
+def _deps(
+    label: str,
+    requirements: list[str],
+    no_deps: list[str] | None = None,
+    *,
+    prune_botocore: bool = False,
+) -> Path:
     """``pip install --target`` of ``requirements`` (and of ``no_deps`` without their
-    dependencies), compiled; cached by their content."""
+    dependencies), botocore pruned as the layer's build prunes it if asked, compiled; cached
+    by their content."""
     extra = no_deps or []
-    key = "\n".join([sys.version, *requirements, "--no-deps", *extra])
+    pruning = (
+        [PRUNE_BOTOCORE.read_text("utf-8"), *LAYER_BOTOCORE_SERVICES] if prune_botocore else []
+    )
+    key = "\n".join([sys.version, *requirements, "--no-deps", *extra, *pruning])
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     target = CACHE / "deps" / f"{label}-{digest}"
     if (target / ".complete").exists():
@@ -64,6 +78,20 @@ def _deps(label: str, requirements: list[str], no_deps: list[str] | None = None)
         installed = subprocess.run(command, capture_output=True, text=True, check=False)
         if installed.returncode != 0:
             raise RuntimeError(f"pip install for {label} failed:\n{installed.stderr}")
+    if prune_botocore:
+        pruned = subprocess.run(
+            [
+                sys.executable,
+                str(PRUNE_BOTOCORE),
+                str(target / "botocore"),
+                *LAYER_BOTOCORE_SERVICES,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if pruned.returncode != 0:
+            raise RuntimeError(f"pruning botocore for {label} failed:\n{pruned.stderr}")
     shutil.rmtree(target / "bin", ignore_errors=True)
     _compile(target)
     (target / ".complete").touch()
@@ -103,7 +131,10 @@ def build() -> list[Artifact]:
     """Our function (function + layer), the typical template and the bare handler."""
     runtime = _deps("runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"])
     layer_deps = _deps(
-        "layer", _requirements(LAYER_REQUIREMENTS), _requirements(TRACING_REQUIREMENTS)
+        "layer",
+        _requirements(LAYER_REQUIREMENTS),
+        _requirements(TRACING_REQUIREMENTS),
+        prune_botocore=True,
     )
     typical_deps = _deps("typical", _requirements(PEERS / "typical" / "requirements.txt"))
 

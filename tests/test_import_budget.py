@@ -18,9 +18,11 @@ from openhands_stop.aws import clients
 from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, ROOT
 
 # Modules a cold start must not load: tracing SDKs before they are used, boto3's resource
-# layer (botocore clients do), servers, test doubles, other HTTP stacks.
+# layer (botocore clients do), pydantic's v1 compatibility package (FastAPI would import it
+# only to check for v1 models), servers, test doubles, other HTTP stacks.
 FORBIDDEN = (
     "aws_xray_sdk",
+    "pydantic.v1",
     "boto3",
     "boto3.resources",
     "uvicorn",
@@ -70,7 +72,8 @@ import app
 
 print(json.dumps({
     "attempts": attempts,
-    "modules": sorted(sys.modules),
+    # A name mapped to None is an import refused, not a module loaded.
+    "modules": sorted(name for name, module in sys.modules.items() if module is not None),
     "handler_callable": callable(app.handler),
     "gc_enabled": gc.isenabled(),
 }))
@@ -138,11 +141,7 @@ def test_importing_the_handler_loads_no_heavy_or_network_module(
     assert loaded == []
 
 
-def test_the_session_makes_clients_for_our_three_services_only() -> None:
-    """The loader that skips botocore's scan of every service folder still loads our three
-    services' models, and refuses any other service rather than half-knowing it."""
-    from botocore.exceptions import UnknownServiceError
-
+def test_the_session_makes_clients_for_our_three_services() -> None:
     made = {
         "dynamodb": clients.dynamodb_client(),
         "sqs": clients.sqs_client(),
@@ -152,8 +151,6 @@ def test_the_session_makes_clients_for_our_three_services_only() -> None:
         assert client.meta.service_model.service_name == service
         assert getattr(client.meta.config, "user_agent_extra", None) == clients.USER_AGENT_EXTRA
     assert set(made) == set(clients.SERVICES)
-    with pytest.raises(UnknownServiceError):
-        clients._client("s3")
 
 
 def test_a_failed_init_still_turns_the_cycle_collector_back_on() -> None:

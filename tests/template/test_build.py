@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from openhands_stop.aws import clients
 
 from tests.template.conftest import ROOT, offline_env, sam_tool
 
@@ -87,8 +89,22 @@ def test_the_layer_holds_the_package_and_its_dependencies_but_not_boto3(site: Pa
     assert shipped == expected
     for name in ("fastapi", "mangum", "aws_lambda_powertools", "pydantic", "aws_xray_sdk"):
         assert (site / name).is_dir(), name
-    for name in ("boto3", "botocore", "s3transfer"):
-        assert not (site / name).exists(), f"{name} comes from the runtime"
+    for name in ("boto3", "s3transfer"):
+        assert not (site / name).exists(), f"{name} is not used by the function"
+    assert not (site / "prune_botocore.py").exists(), "a build tool, not part of the layer"
+
+
+def test_the_layer_s_botocore_is_the_pinned_one_with_our_services_alone(site: Path) -> None:
+    requirements = (ROOT / "layers/common/requirements.txt").read_text("utf-8")
+    pinned = re.search(r"^botocore==(\S+)$", requirements, re.MULTILINE)
+    assert pinned is not None
+    assert (site / f"botocore-{pinned.group(1)}.dist-info").is_dir()
+    data = site / "botocore" / "data"
+    kept = sorted(clients.LAYER_BOTOCORE_SERVICES)
+    assert sorted(p.name for p in data.iterdir() if p.is_dir()) == kept
+    endpoints = json.loads((data / "endpoints.json").read_text("utf-8"))
+    for partition in endpoints["partitions"]:
+        assert sorted(partition["services"]) == kept
 
 
 def test_the_function_artifact_is_the_handler_module_alone(build_dir: Path) -> None:

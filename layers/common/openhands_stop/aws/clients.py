@@ -7,15 +7,13 @@ write and send together stay inside the function's 10 s timeout and a slow depen
 a 503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
 itself) points every client at a local emulation.
 
-Two choices make the clients cheaper, both measured in the README's Performance section:
-
-- client-side parameter validation is off: our adapters build every request from fixed
-  shapes and AWS validates each request anyway (a bad one still fails, as a non-transient
-  ``ClientError`` instead of a ``ParamValidationError``: the same non-transient
-  DependencyFailure either way), while walking each request against the model cost about a
-  tenth of every call;
-- the session's data loader knows our three services: botocore otherwise lists every
-  service folder it ships (about 450, twice) before loading a model, only to check the name.
+Client-side parameter validation is off (measured in the README's Performance section): our
+adapters build every request from fixed shapes and AWS validates each request anyway (a bad
+one still fails, as a non-transient ``ClientError`` instead of a ``ParamValidationError``: the
+same non-transient DependencyFailure either way), while walking each request against the
+model cost about a tenth of every call. In the Lambda layer, botocore itself carries only the
+models of ``LAYER_BOTOCORE_SERVICES`` (``layers/common/prune_botocore.py``), so a new session
+reads nothing about other services.
 
 Creating a client reads botocore's bundled model files and nothing else: no network.
 """
@@ -23,12 +21,10 @@ Creating a client reads botocore's bundled model files and nothing else: no netw
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
 from botocore.config import Config
-from botocore.loaders import Loader
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -43,7 +39,12 @@ USER_AGENT_EXTRA = "openhands-stop"
 """Marks our clients' requests (in AWS logs, and for tests that count our calls)."""
 
 SERVICES = ("dynamodb", "secretsmanager", "sqs")
-"""The only services this session makes clients for."""
+"""The services this package makes clients for."""
+
+LAYER_BOTOCORE_SERVICES = (*SERVICES, "xray")
+"""Every service a botocore client is made for in the function's process, so the ones whose
+models the layer's botocore keeps: ours, and X-Ray, for which the X-Ray SDK makes a client of
+its own at init (to fetch sampling rules) when tracing is on."""
 
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3},
@@ -53,18 +54,6 @@ CLIENT_CONFIG = Config(
     user_agent_extra=USER_AGENT_EXTRA,
     parameter_validation=False,
 )
-
-
-class _OurServicesLoader(Loader):
-    """botocore's loader, searching the same paths, minus the scan of every service folder.
-
-    Models still load from botocore's data (and ``AWS_DATA_PATH``); a service not in
-    ``SERVICES`` is unknown to this session, and one missing from the data still fails at
-    client creation, as with the default loader.
-    """
-
-    def list_available_services(self, type_name: str) -> list[str]:
-        return list(SERVICES)
 
 
 def _client(service: str) -> Any:
@@ -78,13 +67,7 @@ _SESSION: botocore.session.Session | None = None
 def _session() -> botocore.session.Session:
     global _SESSION  # noqa: PLW0603 - one session per process is the point
     if _SESSION is None:
-        session = botocore.session.get_session()
-        data_path = session.get_config_variable("data_path")
-        session.register_component(
-            "data_loader",
-            _OurServicesLoader(extra_search_paths=data_path.split(os.pathsep) if data_path else []),
-        )
-        _SESSION = session
+        _SESSION = botocore.session.get_session()
     return _SESSION
 
 
