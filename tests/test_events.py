@@ -90,3 +90,39 @@ def test_on_lambda_nothing_but_the_stop_route_is_served(
     event["requestContext"]["http"]["method"] = "GET"
 
     assert lambda_handler(event)["statusCode"] == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "handler_name"),
+    [
+        ("stop-running.json", "_HttpApiEvent"),
+        ("stop-running-function-url.json", "_HttpApiEvent"),
+        ("stop-running-rest-api.json", "APIGateway"),
+    ],
+)
+def test_each_event_s_asgi_scope_is_built_once(
+    name: str,
+    handler_name: str,
+    stack: Stack,
+    lambda_handler: Callable[[dict[str, Any]], dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mangum's own HTTP API handler builds the scope a second time to answer; ours does not,
+    and REST API events still go to Mangum's handler for them."""
+    from mangum.handlers import APIGateway, HTTPGateway
+
+    built: list[str] = []
+    for handler_class in (HTTPGateway, APIGateway):
+        original: Any = handler_class.__dict__["scope"]
+
+        def counted(self: Any, original: Any = original) -> Any:
+            built.append(type(self).__name__)
+            return original.fget(self)
+
+        monkeypatch.setattr(handler_class, "scope", property(counted))
+    seed(stack)
+
+    response = lambda_handler(json.loads((EVENTS / name).read_text()))
+
+    assert response["statusCode"] == 200
+    assert built == [handler_name]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from mangum import Mangum
+from mangum.handlers import HTTPGateway
+from mangum.types import Scope
 
 from openhands_stop.aws.cancel_queue import SqsCancelQueue
 from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
@@ -49,6 +53,21 @@ def build_service(settings: Settings) -> StopService:
     )
 
 
+class _HttpApiEvent(HTTPGateway):
+    """Mangum's handler for HTTP API and Function URL events, building the ASGI scope once.
+
+    Mangum 0.22 builds an event's scope (headers re-encoded, the path stripped) for the app,
+    then builds it all again after the response only to read the payload version: here the
+    second read is the first one's result. Tried before Mangum's own handlers, it takes the
+    events they would give HTTPGateway (those with ``version`` and ``requestContext``).
+    """
+
+    @cached_property
+    def scope(self) -> Scope:
+        scope: Scope = super().scope
+        return scope
+
+
 class _RejectUnreadableRequest:
     """Answers 400 to a request whose method or path is not a string.
 
@@ -75,9 +94,25 @@ class _RejectUnreadableRequest:
         await self._app(scope, receive, send)
 
 
+def skip_pydantic_v1() -> None:
+    """Refuse ``pydantic.v1`` in this process, unless something already imported it.
+
+    FastAPI imports it (about 20 ms of a cold start) while it builds a route, only to check
+    that none of the route's types is a pydantic v1 model, which it no longer supports. None
+    of ours is, and nothing in the layer uses v1: with the import refused, FastAPI's check
+    answers "not v1" at once, as it does wherever ``pydantic.v1`` is absent.
+    """
+    sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
+
+
 def build_handler(settings: Settings | None = None) -> LambdaHandler:
     service = build_service(settings or Settings.from_environment())
-    asgi = Mangum(_RejectUnreadableRequest(create_app(service, serve_docs=False)), lifespan="off")
+    skip_pydantic_v1()
+    asgi = Mangum(
+        _RejectUnreadableRequest(create_app(service, serve_docs=False)),
+        lifespan="off",
+        custom_handlers=[_HttpApiEvent],
+    )
 
     # No logger.inject_lambda_context: it costs about 25 us of a warm request here, and the
     # request's line (observability) carries the Lambda request id and cold start. Without it,

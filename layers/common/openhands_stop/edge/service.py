@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from uuid import uuid4
 
 from openhands_stop.domain import (
     CancelQueue,
@@ -28,7 +28,10 @@ class StopService:
     retry_after_seconds: int
 
     def stop(self, conversation_id: str, request_id: str) -> StopResult:
-        stop = StopRequest(stop_id=uuid4().hex, request_id=request_id, requested_at=utc_now())
+        # 128 random bits from os.urandom, as 32 hex digits: the stop's identity, and its
+        # cancel's FIFO deduplication id (a uuid4's bits, without building a UUID object).
+        stop_id = secrets.token_hex(16)
+        stop = StopRequest(stop_id=stop_id, request_id=request_id, requested_at=utc_now())
         return close_session(
             conversation_id,
             stop,
