@@ -126,6 +126,25 @@ def test_a_missing_key_makes_no_secrets_manager_call(
     assert aws_calls.total == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/conversations/demo-running"), ("POST", "/api/conversations/demo-running/start")],
+)
+def test_every_api_path_needs_the_key_even_one_that_does_not_exist(
+    seeded: Stack, client: TestClient, aws_calls: AwsCallCounter, method: str, path: str
+) -> None:
+    """As under OpenHands' /api router: without the key nothing under /api is told apart."""
+    refused = client.request(method, path)
+    assert (refused.status_code, refused.json()) == (401, {"detail": "Unauthorized"})
+    assert aws_calls.total == 0
+    assert client.request(method, path, headers={"X-Session-API-Key": KEY}).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_the_local_docs_need_no_key(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 200
+
+
 BAD_IDS = ["a" * 129, "dots.in.id", "sp ace", "ünïcode", "semi;colon", "%2e%2e", "quote'"]
 
 
