@@ -56,7 +56,8 @@ _RESENT = (Metric.CONVERSATION_NOT_RUNNING, Metric.CANCEL_RESENT)
 _UNAUTHORIZED = (Metric.UNAUTHORIZED,)
 _DEPENDENCY_FAILURE = (Metric.DEPENDENCY_FAILURE,)
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+# Our lines are flat dicts we build ourselves: no cycles to watch for.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
 _cold_start = [True]  # until the process's first request line is written
 
 
