@@ -45,7 +45,7 @@ class Plan:
     warm_chunk: int
 
 
-FULL = Plan(init_runs=21, cold_runs=21, warm_count=10_000, warm_chunk=250)
+FULL = Plan(init_runs=41, cold_runs=41, warm_count=20_000, warm_chunk=250)
 SMOKE = Plan(init_runs=2, cold_runs=1, warm_count=200, warm_chunk=100)
 
 
