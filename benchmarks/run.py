@@ -108,7 +108,7 @@ def _warm_lockstep(
         for artifact in artifacts:  # started one after another: inits do not overlap
             result_file = _result_file()
             process = subprocess.Popen(
-                _command(artifact, "warm", result_file, level),
+                _command(artifact, "warm", result_file, level, str(count)),
                 env=_environment(artifact, env),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
