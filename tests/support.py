@@ -1,8 +1,12 @@
-"""Test helpers that are not fixtures: counting AWS calls, reading the queue and table."""
+"""Test helpers that are not fixtures: counting AWS calls, reading the queue and table,
+running code beside the handler in a fresh interpreter."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from types import TracebackType
 from typing import Any
@@ -10,7 +14,38 @@ from typing import Any
 from botocore.client import BaseClient
 from openhands_stop.aws.clients import USER_AGENT_EXTRA
 
-from local.emulation import Stack
+from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, ROOT, Stack
+
+FUNCTION_ENV = {
+    "CONVERSATIONS_TABLE_NAME": "conversations",
+    "CANCEL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/cancel.fifo",
+    "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
+    "POWERTOOLS_SERVICE_NAME": "stop-conversation",
+}
+"""A function environment as the template sets it, for code that only builds the handler."""
+
+
+def run_beside_handler(
+    code: str, *args: str, function_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where ``import app`` imports the handler as Lambda
+    does: the function's folder as working directory and first on the path, then the layer's
+    package; dummy credentials, and ``function_env`` (``FUNCTION_ENV`` unless given)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
+        **AWS_DUMMY_ENV,
+        **(FUNCTION_ENV if function_env is None else function_env),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=str(FUNCTION_DIR),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 class AwsCallCounter:

@@ -8,14 +8,11 @@ so that a change cannot quietly pull a heavy or network-bound module into every 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from openhands_stop.aws import clients
 
-from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, ROOT
+from tests.support import run_beside_handler
 
 # Modules a cold start must not load: tracing SDKs before they are used, boto3's resource
 # layer (botocore clients do), pydantic's v1 compatibility package (FastAPI would import it
@@ -81,24 +78,7 @@ print(json.dumps({
 
 
 def _import_handler_in_fresh_interpreter() -> dict[str, object]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
-        **AWS_DUMMY_ENV,
-        "CONVERSATIONS_TABLE_NAME": "conversations",
-        "CANCEL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/cancel.fifo",
-        "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
-        "POWERTOOLS_SERVICE_NAME": "stop-conversation",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        env=env,
-        cwd=str(FUNCTION_DIR),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    completed = run_beside_handler(_CHILD)
     assert completed.returncode == 0, completed.stderr
     report: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
     return report
@@ -161,17 +141,5 @@ def test_a_failed_init_still_turns_the_cycle_collector_back_on() -> None:
         "except Exception as error:\n"
         "    print(type(error).__name__, gc.isenabled())\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
-            **AWS_DUMMY_ENV,
-        },
-        cwd=str(FUNCTION_DIR),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    completed = run_beside_handler(code, function_env={})
     assert completed.stdout.split() == ["ValidationError", "True"], completed.stderr

@@ -8,7 +8,6 @@ and a session reading only the pruned data must make our clients as a full one d
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,8 @@ from botocore.loaders import Loader
 from botocore.regions import EndpointResolver
 from openhands_stop.aws import clients
 
-from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, ROOT
+from local.emulation import AWS_DUMMY_ENV, ROOT
+from tests.support import FUNCTION_ENV, run_beside_handler
 
 SCRIPT = ROOT / "layers" / "common" / "prune_botocore.py"
 FULL_DATA = Path(botocore.__file__).parent / "data"
@@ -185,23 +185,11 @@ print(callable(app.handler))
 @pytest.mark.parametrize("tracing", ["off", "on"])
 def test_the_handler_builds_on_the_pruned_botocore_alone(pruned: Path, tracing: str) -> None:
     """Every client made at init, ours and (with tracing on) the X-Ray SDK's, has its model."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
-        **AWS_DUMMY_ENV,
-        "CONVERSATIONS_TABLE_NAME": "conversations",
-        "CANCEL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/cancel.fifo",
-        "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
-        "POWERTOOLS_TRACE_DISABLED": "false" if tracing == "on" else "true",
-    }
-    completed = subprocess.run(
-        [sys.executable, "-c", _INIT_ON_PRUNED_DATA, str(pruned)],
-        env=env,
-        cwd=str(FUNCTION_DIR),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    trace_disabled = "false" if tracing == "on" else "true"
+    completed = run_beside_handler(
+        _INIT_ON_PRUNED_DATA,
+        str(pruned),
+        function_env={**FUNCTION_ENV, "POWERTOOLS_TRACE_DISABLED": trace_disabled},
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split()[-1] == "True"
