@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.artifacts import CACHE, Artifact, build, size
-from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, Stack, create_stack, moto_server, seed
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    DEMO_SESSION_KEY,
+    OFFLINE_FUNCTION_ENV,
+    Stack,
+    create_stack,
+    moto_server,
+    seed,
+)
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 DOCS = Path(__file__).resolve().parent.parent / "README.md"
@@ -200,13 +208,7 @@ def measure(plan: Plan) -> dict[str, Any]:
         for name, runs in _interleaved(artifacts, 1, calls).items():
             figures[name]["calls"] = runs[0]["counts"]
 
-    stub_env = {
-        "CONVERSATIONS_TABLE_NAME": "conversations",
-        "CANCEL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/cancel.fifo",
-        "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
-        "POWERTOOLS_SERVICE_NAME": "stop-conversation",
-        "AWS_ENDPOINT_URL": NOWHERE,
-    }
+    stub_env = {**OFFLINE_FUNCTION_ENV, "AWS_ENDPOINT_URL": NOWHERE}
 
     # A fourth process per round: ours with X-Ray tracing on (the template's EnableTracing),
     # which loads the X-Ray SDK and patches botocore at init.

@@ -36,6 +36,15 @@ DEMO_CONVERSATIONS: Mapping[str, str] = {
     "demo-stopped": "STOPPED",
 }
 
+OFFLINE_FUNCTION_ENV: Mapping[str, str] = {
+    "CONVERSATIONS_TABLE_NAME": TABLE_NAME,
+    "CANCEL_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/123456789012/{QUEUE_NAME}",
+    "SESSION_API_KEY_SECRET_ID": SECRET_NAME,
+    "POWERTOOLS_SERVICE_NAME": "stop-conversation",
+}
+"""The variables template.yaml gives the function, naming resources no stack backs: for
+building the handler where it makes no AWS call (import checks, benchmarks with AWS stubbed)."""
+
 AWS_DUMMY_ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,

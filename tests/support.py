@@ -8,34 +8,27 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from botocore.client import BaseClient
 from openhands_stop.aws.clients import USER_AGENT_EXTRA
 
-from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, ROOT, Stack
-
-FUNCTION_ENV = {
-    "CONVERSATIONS_TABLE_NAME": "conversations",
-    "CANCEL_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/cancel.fifo",
-    "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
-    "POWERTOOLS_SERVICE_NAME": "stop-conversation",
-}
-"""A function environment as the template sets it, for code that only builds the handler."""
+from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, OFFLINE_FUNCTION_ENV, ROOT, Stack
 
 
 def run_beside_handler(
-    code: str, *args: str, function_env: dict[str, str] | None = None
+    code: str, *args: str, function_env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter where ``import app`` imports the handler as Lambda
     does: the function's folder as working directory and first on the path, then the layer's
-    package; dummy credentials, and ``function_env`` (``FUNCTION_ENV`` unless given)."""
+    package; dummy credentials, and ``function_env`` (``OFFLINE_FUNCTION_ENV`` unless given)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(ROOT / "layers" / "common")]),
         **AWS_DUMMY_ENV,
-        **(FUNCTION_ENV if function_env is None else function_env),
+        **(OFFLINE_FUNCTION_ENV if function_env is None else function_env),
     }
     return subprocess.run(
         [sys.executable, "-c", code, *args],

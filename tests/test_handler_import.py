@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from local.emulation import FUNCTION_DIR, ROOT
+from local.emulation import OFFLINE_FUNCTION_ENV
+from tests.support import run_beside_handler
 
 
 def import_handler(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """A fresh interpreter, only the CodeUri and the layer on the path, as on Lambda."""
-    code = "import app; print(type(app.handler).__name__)"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=FUNCTION_DIR,
-        env={
-            "PYTHONPATH": f"{FUNCTION_DIR}:{ROOT / 'layers' / 'common'}",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_beside_handler("import app; print(type(app.handler).__name__)", function_env=env)
 
 
 FULL = {
-    "CONVERSATIONS_TABLE_NAME": "conversations",
+    **OFFLINE_FUNCTION_ENV,
     "CANCEL_QUEUE_URL": "http://127.0.0.1:1/123456789012/cancel.fifo",
-    "SESSION_API_KEY_SECRET_ID": "stop-conversation/session-api-key",
 }
 
 

@@ -22,8 +22,8 @@ from botocore.loaders import Loader
 from botocore.regions import EndpointResolver
 from openhands_stop.aws import clients
 
-from local.emulation import AWS_DUMMY_ENV, ROOT
-from tests.support import FUNCTION_ENV, run_beside_handler
+from local.emulation import AWS_DUMMY_ENV, OFFLINE_FUNCTION_ENV, ROOT
+from tests.support import run_beside_handler
 
 SCRIPT = ROOT / "layers" / "common" / "prune_botocore.py"
 FULL_DATA = Path(botocore.__file__).parent / "data"
@@ -189,7 +189,7 @@ def test_the_handler_builds_on_the_pruned_botocore_alone(pruned: Path, tracing: 
     completed = run_beside_handler(
         _INIT_ON_PRUNED_DATA,
         str(pruned),
-        function_env={**FUNCTION_ENV, "POWERTOOLS_TRACE_DISABLED": trace_disabled},
+        function_env={**OFFLINE_FUNCTION_ENV, "POWERTOOLS_TRACE_DISABLED": trace_disabled},
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.split()[-1] == "True"
