@@ -9,13 +9,12 @@ whole pass is logged and the next pass runs (tests/worker/test_backstop.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import ConversationRecord
 from openhands_stop.domain.ports import ClaimTable
 from openhands_stop.worker.logs import log
+from openhands_stop.worker.periodic import every
 from openhands_stop.worker.runs import Outcome, Run, Runs, Stop, row_ends
 
 
@@ -56,13 +55,4 @@ class Backstop:
 
     async def serve(self) -> None:
         """A pass every interval until the worker closes; no failure ends it."""
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self._interval_seconds)
-                return
-            try:
-                await self.once()
-            except DependencyFailure as failure:
-                log(logging.WARNING, "backstop_failed", error=str(failure))
-            except Exception as error:
-                log(logging.ERROR, "backstop_failed", error=type(error).__name__)
+        await every(self._interval_seconds, self._closing, self.once, "backstop_failed")
