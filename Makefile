@@ -19,7 +19,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: install sam-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast bench bench-smoke
+	reliability reliability-fast bench bench-smoke rotate-key
 
 install: $(STAMP)
 
@@ -66,6 +66,10 @@ unit: install sam-install ## the test suite alone, without the sam build test
 test: lint sam-install runtime-python ## lint, every test, the sam build, a small load run
 	SAM_BUILD_TEST=1 $(BIN)/pytest
 	$(MAKE) --no-print-directory reliability-fast
+
+rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [REVOKE=1: the old key stops at once]
+	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [REVOKE=1]"; exit 2; }
+	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous)
 
 reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
 	$(BIN)/python -m local.reliability --output docs/reliability.md
