@@ -10,6 +10,11 @@ SAM_CLI_VERSION := 1.170.0
 SAM_VENV  := .venv-sam
 SAM       := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+# checkov pins its own cfn-lint and boto3: a venv of its own too.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV  := .venv-checkov
+CHECKOV       := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 # The Lambda runtime's CPython, to compile the artifacts' bytecode (scripts/runtime-python.sh).
 RUNTIME_PYTHON_VERSION := 3.13
 RUNTIME_PYTHON := .runtime-python/bin/python$(RUNTIME_PYTHON_VERSION)
@@ -18,7 +23,7 @@ SAM_BUILD_DIR ?= .aws-sam/build
 OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
-.PHONY: install sam-install runtime-python build run invoke test unit lint format clean \
+.PHONY: install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
 	reliability reliability-fast bench bench-smoke rotate-key
 
 install: $(STAMP)
@@ -36,6 +41,14 @@ $(SAM_STAMP):
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==$(SAM_CLI_VERSION)'
 	touch $(SAM_STAMP)
+
+checkov-install: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
 
 runtime-python: $(RUNTIME_PYTHON)
 
@@ -88,4 +101,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

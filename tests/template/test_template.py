@@ -371,8 +371,13 @@ def test_cors_is_off_by_default_and_lists_the_given_origins(
 ALARMED = {
     ("AWS/Lambda", "Errors"),
     ("AWS/Lambda", "Throttles"),
+    ("AWS/Lambda", "Duration"),
     ("AWS/ApiGateway", "5xx"),
+    ("AWS/ApiGateway", "Latency"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    ("OpenHands/StopConversation", "DependencyFailure"),
+    ("OpenHands/StopConversation", "Unauthorized"),
 }
 
 
