@@ -66,17 +66,21 @@ run: install ## the stop route on http://localhost:3000 against an embedded AWS 
 invoke: install ## one sample event through the real handler: make invoke EVENT=events/stop-running.json
 	$(BIN)/python -m local.invoke $(EVENT)
 
-lint: install sam-install ## ruff, mypy, cfn-lint and sam validate on the transformed template
+lint: install sam-install checkov-install ## ruff, mypy, cfn-lint, sam validate, and checkov on the transformed template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(OFFLINE_AWS) $(SAM) validate --lint --template template.yaml
+	@mkdir -p .aws-sam
+	$(OFFLINE_AWS) $(SAM_VENV)/bin/python tests/template/transform.py template.yaml > .aws-sam/transformed.json
+	# Every finding is fixed or skipped in template.yaml's Metadata with its reason.
+	$(CHECKOV) --file .aws-sam/transformed.json --framework cloudformation --skip-download --compact --quiet
 
-unit: install sam-install ## the test suite alone, without the sam build test
+unit: install sam-install checkov-install ## the test suite alone, without the sam build test
 	$(BIN)/pytest
 
-test: lint sam-install runtime-python ## lint, every test, the sam build, a small load run
+test: lint sam-install checkov-install runtime-python ## lint, every test, the sam build, a small load run
 	SAM_BUILD_TEST=1 $(BIN)/pytest
 	$(MAKE) --no-print-directory reliability-fast
 
