@@ -24,7 +24,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast bench bench-smoke rotate-key
+	reliability reliability-fast bench bench-smoke rotate-key smoke
 
 install: $(STAMP)
 
@@ -87,6 +87,12 @@ test: lint sam-install checkov-install runtime-python ## lint, every test, the s
 rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [REVOKE=1: the old key stops at once]
 	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [REVOKE=1]"; exit 2; }
 	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous)
+
+smoke: install ## after a deploy: make smoke URL=<StopUrl> KEY=<session key> [STACK=<name>]
+	@test -n "$(URL)" || { echo "usage: make smoke URL=<StopUrl> KEY=<session key> [STACK=<stack name>]"; exit 2; }
+	@# KEY reaches the script through the environment (make exports command-line variables),
+	@# never through a command line another process could read.
+	$(BIN)/python -m scripts.smoke --url '$(URL)' $(if $(STACK),--stack '$(STACK)') $(if $(WAIT),--wait $(WAIT))
 
 reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
 	$(BIN)/python -m local.reliability --output docs/reliability.md
