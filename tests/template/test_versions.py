@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.template.cfn import evaluate
-from tests.template.conftest import transform
+from tests.template.conftest import ROOT, transform
 
 VERSION = "AWS::Lambda::Version"
 
@@ -132,3 +132,16 @@ def _parameters_reached(node: Any, template: dict[str, Any]) -> set[str]:
     elif isinstance(node, str):
         names |= {name for name in parameters if "${" + name + "}" in node}
     return names
+
+
+def test_the_readme_names_every_value_that_publishes_a_version(
+    transformed: dict[str, Any],
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### What publishes a new version", 1)[1].split("\n### ", 1)[0]
+    (version,) = [b for b in transformed["Resources"].values() if b["Type"] == VERSION]
+    description = version["Properties"]["Description"]["Fn::Sub"]
+    for name in transformed["Parameters"]:
+        if "${" + name + "}" in description:
+            assert f"`{name}`" in section, name
+    assert "AutoPublishAliasAllProperties" in section
