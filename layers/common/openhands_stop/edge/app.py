@@ -90,6 +90,10 @@ class SessionKeyGuard:
     As ASGI middleware rather than a FastAPI dependency it costs a request no dependency
     solving (about a tenth of a warm request: the README's Performance section); the OpenAPI
     document declares the scheme itself (``_declare_session_key``).
+
+    It also puts ``NO_CACHE_HEADERS`` on every answer that passes through it: all of the
+    app's, 401, 404, 422 and the route's own 500/503 included. (Only Starlette's outermost
+    error handler answers outside it, for an exception the route lets through: none does.)
     """
 
     def __init__(self, app: ASGIApp, service: StopService) -> None:
