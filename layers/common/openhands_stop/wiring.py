@@ -13,6 +13,7 @@ from openhands_stop.aws.cancel_queue import CancelDestinations, SqsCancelQueue
 from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
 from openhands_stop.aws.conversation_table import DynamoConversationTable
 from openhands_stop.aws.session_key import SecretsManagerKeySource
+from openhands_stop.edge import observability
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.session_key import SessionKeyVerifier
 from openhands_stop.edge.settings import Settings
@@ -20,6 +21,7 @@ from openhands_stop.edge.settings import Settings
 
 def build_service(settings: Settings) -> StopService:
     """The stop route's collaborators: the key check, the table, the cancel queues."""
+    observability.configure(settings.service_name, settings.metrics_namespace)
     verifier = SessionKeyVerifier(
         SecretsManagerKeySource(secretsmanager_client(), settings.session_key_secret_id),
         cache_seconds=settings.key_cache_seconds,

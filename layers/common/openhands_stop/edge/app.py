@@ -25,7 +25,7 @@ from openhands_stop.edge.headers import NoCacheHeaders
 from openhands_stop.edge.key_guard import SESSION_KEY_HEADER, SessionKeyGuard
 from openhands_stop.edge.service import StopService
 
-logger = Logger(service="stop-conversation")
+logger = Logger(service=observability.SERVICE)
 
 FAILED_MESSAGE = "Failed to stop conversation"
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
