@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from botocore.client import BaseClient
+from botocore.retries import standard
 from openhands_stop.aws.clients import USER_AGENT_EXTRA
 
 from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, OFFLINE_FUNCTION_ENV, ROOT, Stack
@@ -107,3 +108,20 @@ def read_record(stack: Stack, conversation_id: str) -> dict[str, Any] | None:
     if item is None:
         return None
     return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def worst_call_seconds(config: Any, service: str) -> float:
+    """The longest one call can take: every attempt times out or is throttled, each
+    followed by botocore's largest backoff for that attempt (throttling: 1 s x 2**i)."""
+    backoff: Any = standard.ExponentialBackoff
+    attempts = config.retries["total_max_attempts"]
+    per_attempt = config.connect_timeout + config.read_timeout
+    scale = backoff._SERVICE_BACKOFF_CONFIG.get(service, backoff._DEFAULT_BACKOFF_CONFIG).get(
+        "non_throttling_base_scale", 0.05
+    )
+    total = 0.0
+    for i in range(attempts - 1):
+        timed_out = per_attempt + scale * 2**i
+        throttled = min(1.0 * 2**i, backoff._MAX_BACKOFF)
+        total += max(timed_out, throttled)
+    return float(total + per_attempt)

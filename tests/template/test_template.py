@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openhands_stop.aws.clients import CLIENT_CONFIG
 from openhands_stop.edge.settings import Settings
 
 from local.emulation import table_definition
-from tests.support import AwsCallCounter
+from tests.support import AwsCallCounter, worst_call_seconds
 from tests.template.cfn import evaluate
 from tests.template.conftest import offline_env, sam_tool
 
@@ -91,10 +92,12 @@ def test_the_function_is_arm64_python313_behind_a_published_alias(default: Any) 
 def test_the_timeout_leaves_room_for_one_dependency_s_retries_under_the_api_limit(
     default: Any,
 ) -> None:
-    """3 attempts x (1 s connect + 2 s read) plus backoff fits; API Gateway waits longer."""
+    """A warm stop's worst case (write and send, from CLIENT_CONFIG) fits; API Gateway waits
+    longer than the function, and no longer than its own limit."""
     _, function = one(default, "AWS::Lambda::Function")
     _, integration = one(default, "AWS::ApiGatewayV2::Integration")
-    assert 3 * (1 + 2) < function["Timeout"] < 30
+    worst = sum(worst_call_seconds(CLIENT_CONFIG, name) for name in ("dynamodb", "sqs"))
+    assert worst < function["Timeout"] < 30
     assert function["Timeout"] * 1000 < integration["TimeoutInMillis"] <= 30000
 
 
