@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
@@ -19,7 +18,6 @@ from openhands_stop.edge.settings import Settings
 from local.atomic_moto import serialize_dynamodb_writes
 from local.emulation import (
     AWS_DUMMY_ENV,
-    DEMO_SESSION_KEY,
     FUNCTION_DIR,
     Stack,
     create_stack,
@@ -27,9 +25,7 @@ from local.emulation import (
     seed,
 )
 from local.invoke import LambdaContext
-from tests.support import AwsCallCounter
-
-KEY = DEMO_SESSION_KEY
+from tests.support import AwsCallCounter, Invoke, LoadHandler
 
 
 @pytest.fixture(autouse=True)
@@ -112,12 +108,6 @@ def seeded(stack: Stack) -> Stack:
 def aws_calls() -> Iterator[AwsCallCounter]:
     with AwsCallCounter() as counter:
         yield counter
-
-
-Invoke = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-LoadHandler = Callable[[Stack], Invoke]
 
 
 @pytest.fixture

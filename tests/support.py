@@ -1,5 +1,5 @@
-"""Test helpers that are not fixtures: counting AWS calls, reading the queue and table,
-running code beside the handler in a fresh interpreter."""
+"""Test helpers that are not fixtures: the session key, counting AWS calls, reading the queue
+and table, running code beside the handler in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -8,14 +8,30 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from botocore.client import BaseClient
 from openhands_stop.aws.clients import USER_AGENT_EXTRA
 
-from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, OFFLINE_FUNCTION_ENV, ROOT, Stack
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    DEMO_SESSION_KEY,
+    FUNCTION_DIR,
+    OFFLINE_FUNCTION_ENV,
+    ROOT,
+    Stack,
+)
+
+KEY = DEMO_SESSION_KEY
+"""The session key the emulated stack's secret holds."""
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+"""A Lambda handler bound to a context: event in, response out."""
+
+LoadHandler = Callable[[Stack], Invoke]
+"""Imports the function's handler configured for a stack (the ``lambda_handler_factory``)."""
 
 
 def run_beside_handler(

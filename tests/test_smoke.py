@@ -15,7 +15,7 @@ from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.settings import Settings
 
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, ROOT, Stack
-from tests.reliability.conftest import LiveServer
+from tests.reliability.support import LiveServer
 from tests.support import drain_queue
 
 STACK_NAME = "openhands-stop-smoke"

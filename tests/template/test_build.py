@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from openhands_stop.aws import clients
 
-from tests.template.conftest import ROOT, offline_env, sam_tool
+from tests.template.support import ROOT, offline_env, sam_tool
 
 pytestmark = [
     pytest.mark.slow,

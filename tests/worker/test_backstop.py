@@ -16,8 +16,7 @@ from openhands_stop.worker import Outcome
 
 from local.emulation import Stack, seed
 from tests.support import drain_queue, read_record
-from tests.worker.conftest import WorkerFactory, run
-from tests.worker.test_worker import Agent
+from tests.worker.support import Agent, WorkerFactory, run
 
 MALFORMED: dict[str, dict[str, Any]] = {
     "naive-stopped-at": {"stopped_at": {"S": "2026-12-01T10:00:00"}},

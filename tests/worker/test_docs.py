@@ -11,7 +11,7 @@ from openhands_stop.edge.service import StopService
 
 from local.emulation import ROOT, Stack, seed
 from tests.support import read_record
-from tests.worker.conftest import queue_depth
+from tests.worker.support import queue_depth
 
 DOC = ROOT / "docs" / "worker.md"
 

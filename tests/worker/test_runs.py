@@ -15,8 +15,7 @@ from openhands_stop.worker import ClaimRejected, Outcome, Worker
 
 from local.emulation import Stack, seed
 from tests.support import drain_queue, read_record
-from tests.worker.conftest import WorkerFactory, queue_depth, run
-from tests.worker.test_worker import Agent, send_raw, stopped_lines
+from tests.worker.support import Agent, WorkerFactory, queue_depth, run, send_raw, stopped_lines
 
 CONVERSATION = "conv-runs-1"
 

@@ -5,20 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
 from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
-from openhands_stop.domain.models import CancelMessage, utc_now
+from openhands_stop.domain.models import utc_now
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import ClaimRejected, Outcome
 
 from local.emulation import Stack, seed
 from tests.support import AwsCallCounter, drain_queue, read_record
-from tests.worker.conftest import WORKER_ID, WorkerFactory, queue_depth, run
+from tests.worker.support import (
+    WORKER_ID,
+    Agent,
+    WorkerFactory,
+    cancel_for,
+    queue_depth,
+    run,
+    send_raw,
+    stopped_lines,
+)
 
 CONVERSATION = "conv-worker-1"
 
@@ -31,44 +39,6 @@ WORKER_OPERATIONS = {
     "sqs.ChangeMessageVisibility",
 }
 """What the worker's managed IAM policy allows (plus sqs:GetQueueAttributes)."""
-
-
-@dataclass
-class Agent:
-    """An agent loop that runs until cancelled and records its start and its cleanup."""
-
-    runs: list[str] = field(default_factory=list)
-    cleanups: list[str] = field(default_factory=list)
-
-    async def __call__(self, conversation_id: str) -> None:
-        self.runs.append(conversation_id)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.cleanups.append(conversation_id)
-
-
-def send_raw(stack: Stack, queue_url: str, body: str, dedup: str = "d") -> None:
-    extra: dict[str, Any] = (
-        {"MessageGroupId": dedup, "MessageDeduplicationId": dedup}
-        if queue_url.endswith(".fifo")
-        else {}
-    )
-    stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, **extra)
-
-
-def cancel_for(conversation_id: str, stop_id: str = "stop-1") -> str:
-    return CancelMessage(
-        sid=conversation_id, stop_id=stop_id, request_id="req-1", requested_at=utc_now()
-    ).model_dump_json()
-
-
-def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [
-        r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "openhands_stop.worker" and r.getMessage() == "conversation_stopped"
-    ]
 
 
 # -- claim ---------------------------------------------------------------------------------

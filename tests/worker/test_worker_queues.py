@@ -15,8 +15,7 @@ from openhands_stop.worker import Outcome, Worker
 
 from local.emulation import Stack, load_template, seed
 from tests.support import AwsCallCounter, read_record
-from tests.worker.conftest import WorkerFactory, run
-from tests.worker.test_worker import Agent, cancel_for, send_raw
+from tests.worker.support import Agent, WorkerFactory, cancel_for, run, send_raw
 
 
 def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
