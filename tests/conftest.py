@@ -38,6 +38,12 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio, each in an event loop of its own."""
+    return "asyncio"
+
+
+@pytest.fixture
 def stack() -> Iterator[Stack]:
     """The stack in moto, in process, with fresh resource names (item writes atomic, as in
     DynamoDB: ``local.atomic_moto``)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from openhands_stop.domain.models import CancelMessage, utc_now
@@ -14,17 +14,11 @@ from openhands_stop.worker import Worker
 
 from local.emulation import Stack
 
-T = TypeVar("T")
-
 WORKER_ID = "worker-test-1"
 
 WorkerFactory = Callable[..., Worker]
 """The ``make_worker`` fixture: a worker on a queue (the stack's unless given), settings
 overridden by keyword."""
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
 
 
 def queue_depth(stack: Stack, queue_url: str) -> tuple[int, int]:
