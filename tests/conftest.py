@@ -1,7 +1,9 @@
-"""Shared fixtures: an emulated stack per test (fresh names), the app, the real handler."""
+"""Shared fixtures: an emulated stack per test (fresh names), the app, the real handler; and
+the tiers' compatibility switch."""
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,13 @@ from local.emulation import (
     seed,
 )
 from local.invoke import LambdaContext
-from tests.support import AwsCallCounter, Invoke, LoadHandler
+from tests.support import AwsCallCounter, Invoke, LoadHandler, tier_selection
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SAM_BUILD_TEST=1 adds the sam_build tier, RELIABILITY_FULL=1 the full tier, unless -m
+    chose a selection of its own: `make test` and `make reliability` still set them."""
+    config.option.markexpr = tier_selection(config.option.markexpr, os.environ)
 
 
 @pytest.fixture(autouse=True)

@@ -17,21 +17,7 @@ from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 
 from tests.reliability.faults import FaultInjector, watch_service
-from tests.reliability.profile import FULL
 from tests.reliability.support import Evidence, LiveServer
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "full_only: runs only in `make reliability`")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if FULL:
-        return
-    skip = pytest.mark.skip(reason="long: runs in `make reliability` (RELIABILITY_FULL=1)")
-    for item in items:
-        if "full_only" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture
