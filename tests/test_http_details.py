@@ -13,7 +13,7 @@ from openhands_stop.edge.headers import NO_CACHE_HEADERS
 from openhands_stop.edge.service import StopService
 
 from local.emulation import ROOT, Stack
-from tests.conftest import KEY
+from tests.support import KEY
 
 EVENTS = ROOT / "events"
 STOP = "/api/conversations/demo-running/stop"

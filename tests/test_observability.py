@@ -19,7 +19,7 @@ from openhands_stop.edge.settings import Settings
 
 from local.emulation import Stack
 from local.invoke import LambdaContext
-from tests.conftest import KEY
+from tests.support import KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"

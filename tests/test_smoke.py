@@ -15,7 +15,7 @@ from openhands_stop.edge.settings import Settings
 from openhands_stop.wiring import build_service
 
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, ROOT, Stack
-from tests.reliability.conftest import LiveServer
+from tests.reliability.support import LiveServer
 from tests.support import drain_queue
 
 STACK_NAME = "openhands-stop-smoke"

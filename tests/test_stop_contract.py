@@ -14,8 +14,7 @@ from openhands_stop.edge.settings import Settings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
-from tests.conftest import KEY
-from tests.support import AwsCallCounter, drain_queue, read_record
+from tests.support import KEY, AwsCallCounter, drain_queue, read_record
 
 HEADERS = {"X-Session-API-Key": KEY}
 

@@ -16,8 +16,8 @@ from openhands_stop.domain.models import StopRequest, utc_now
 from openhands_stop.edge.service import StopService
 
 from local.emulation import load_template
-from tests.reliability.conftest import Evidence
 from tests.reliability.faults import DYNAMODB_THROTTLING, FaultInjector
+from tests.reliability.support import Evidence
 from tests.support import worst_call_seconds
 
 ATTEMPTS = 3
