@@ -23,7 +23,9 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import io
 import json
+import logging
 import math
 import os
 import random
@@ -50,6 +52,8 @@ from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port
 
 SECTION_BEGIN = "<!-- fleet:begin -->"
 SECTION_END = "<!-- fleet:end -->"
+
+ROUTE_LOGGER = "stop-conversation"  # the service name the route's logger is given
 
 QUEUE_SHARE_TARGET = 0.99
 P99_TARGET_MS = 500.0
@@ -175,6 +179,7 @@ class FleetResult:
     rows_not_stopped: int = 0
     stack_queue_left: int = 0
     worker_errors: int = 0
+    route_warnings: int = 0
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -252,14 +257,54 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+class _Tally(logging.Handler):
+    """Counts the route's log lines at WARNING and above (the rest are not printed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+class _RouteOutput(io.TextIOBase):
+    """Stands in for stdout while the route runs: its one JSON line per request is read,
+    counted by level and dropped (it would bury the progress lines)."""
+
+    def __init__(self) -> None:
+        self.levels: Counter[str] = Counter()
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                try:
+                    level = str(json.loads(line).get("level"))
+                except (ValueError, AttributeError):
+                    level = "unstructured"
+                self.levels[level] += 1
+        return len(text)
+
+    @property
+    def warnings(self) -> int:
+        return sum(n for level, n in self.levels.items() if level not in {"INFO", "DEBUG"})
+
+
 @contextmanager
-def _stop_route(env: dict[str, str]) -> Iterator[str]:
+def _stop_route(env: dict[str, str], tally: _Tally) -> Iterator[str]:
     """The stop route on uvicorn in a thread, on a free 127.0.0.1 port; yields its URL."""
     import uvicorn
     from openhands_stop.edge.app import create_app
     from openhands_stop.edge.lambda_entry import build_service
     from openhands_stop.edge.settings import Settings
 
+    route_logger = logging.getLogger(ROUTE_LOGGER)
+    saved_level = route_logger.level
+    route_logger.setLevel(logging.WARNING)
+    route_logger.addHandler(tally)
     app = create_app(build_service(Settings.from_environment(env)))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
@@ -276,6 +321,8 @@ def _stop_route(env: dict[str, str]) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+        route_logger.removeHandler(tally)
+        route_logger.setLevel(saved_level)
 
 
 LineSink = Callable[[int, str, dict[str, Any]], None]
@@ -374,6 +421,23 @@ def _wall(document: dict[str, Any]) -> float:
     return received
 
 
+STAMP_SLACK_SECONDS = 0.002
+"""Log lines are stamped to the millisecond: an end stamped this much before the stop was
+sent can still be that stop's doing."""
+
+
+def wrong_kill(document: dict[str, Any], run: Run | None) -> str | None:
+    """Why this line telling of a loop's end is a wrong kill, or None when a stop had been
+    sent for its run before it ended."""
+    if run is None:
+        return "a run the harness never started"
+    if run.stop_sent_at is None:
+        return "no stop was ever sent for it"
+    if _wall(document) < run.stop_sent_at - STAMP_SLACK_SECONDS:
+        return "it ended before its stop was sent"
+    return None
+
+
 def _percentile(ordered: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
@@ -382,8 +446,16 @@ class Fleet:
     """Drives one run; ``run()`` returns its ``FleetResult``."""
 
     def __init__(
-        self, config: FleetConfig, stack: Stack, key: str, prefix: str, base_env: dict[str, str]
+        self,
+        config: FleetConfig,
+        stack: Stack,
+        key: str,
+        prefix: str,
+        *,
+        base_env: dict[str, str],
+        out: IO[str],
     ) -> None:
+        self.out = out
         self.config = config
         self.stack = stack
         self.route = ""  # set once the route listens
@@ -416,6 +488,10 @@ class Fleet:
             factory("dynamodb", region_name="us-east-1", endpoint_url=endpoint, config=config),
             factory("sqs", region_name="us-east-1", endpoint_url=endpoint, config=config),
         )
+
+    def _say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
 
     # -- lines from the hosts (reader threads hand them to the loop) --
 
@@ -603,10 +679,9 @@ class Fleet:
         self._killed_at = time.monotonic()
         victim.kill()
         self.result.killed = True
-        print(
+        self._say(
             f"fleet: killed worker {victim.index} (SIGKILL) with "
             f"{self.result.killed_runs_live} loops running",
-            flush=True,
         )
 
     async def _queue_exists(self, url: str) -> bool:
@@ -641,11 +716,10 @@ class Fleet:
             )
             died = sum(run.died_with_worker for run in self.runs.values())
             live = sum(host.alive for host in self.hosts)
-            print(
+            self._say(
                 f"fleet: {time.monotonic() - started:5.0f} s  {self._steps_done}/"
                 f"{self.config.stops} stops done  stopped {dict(stopped)}  died {died}  "
                 f"workers alive {live}/{len(self.hosts)}",
-                flush=True,
             )
 
     # -- the whole run --
@@ -671,10 +745,9 @@ class Fleet:
     async def _drive(self, started: float) -> None:
         for host in self.hosts:
             await self._wait(("ready", str(host.index)), host.index, timeout=60)
-        print(
+        self._say(
             f"fleet: {len(self.hosts)} workers ready in {time.monotonic() - started:.1f} s, "
             f"queues under {self.prefix}",
-            flush=True,
         )
         slots = asyncio.Semaphore(self.config.in_flight)
         killer = asyncio.create_task(self._killer()) if self.config.kill else None
@@ -721,6 +794,14 @@ class Fleet:
         return count
 
     # -- figures --
+
+    def write_events(self, path: Path) -> None:
+        """Every line the hosts and workers wrote, one JSON object a line, for a post-mortem."""
+        with path.open("w", encoding="utf-8") as out:
+            for host, source, document in self.events:
+                out.write(json.dumps({"host": host, "source": source, **document}) + "\n")
+            for run in self.runs.values():
+                out.write(json.dumps({"source": "harness", "run": dataclasses.asdict(run)}) + "\n")
 
     def _tally(self) -> None:
         result = self.result
@@ -772,16 +853,8 @@ class Fleet:
         self.result.wrong_kill_examples = list(wrong.values())[:5]
 
     def _wrong_kill(self, document: dict[str, Any]) -> str | None:
-        """Why this end of a loop is a wrong kill (its run had no stop sent yet), or None."""
         run_id = document.get("run_id")
-        run = self.runs.get(str(run_id)) if run_id else None
-        if run is None:
-            return "a run the harness never started"
-        if run.stop_sent_at is None:
-            return "no stop was ever sent for it"
-        if _wall(document) < run.stop_sent_at - 0.002:
-            return "it ended before its stop was sent"
-        return None
+        return wrong_kill(document, self.runs.get(str(run_id)) if run_id else None)
 
     def _judge(self) -> None:
         result = self.result
@@ -816,7 +889,7 @@ class Fleet:
         result.failures += [name for name, failed in checks.items() if failed]
 
 
-def run_fleet(config: FleetConfig) -> FleetResult:
+def run_fleet(config: FleetConfig, events: Path | None = None) -> FleetResult:
     """The whole run: its own moto server, route and workers; torn down before returning."""
     key = secrets.token_urlsafe(32)
     base_env = dict(os.environ)
@@ -829,10 +902,23 @@ def run_fleet(config: FleetConfig) -> FleetResult:
             asyncio.get_running_loop().set_default_executor(
                 ThreadPoolExecutor(max_workers=64, thread_name_prefix="fleet")
             )
-            fleet = Fleet(config, stack, key, prefix, base_env)
-            with _environment(route_env), _stop_route(route_env) as route:
+            fleet = Fleet(config, stack, key, prefix, base_env=base_env, out=sys.stdout)
+            tally, route_output = _Tally(), _RouteOutput()
+            with (
+                _environment(route_env),
+                _stop_route(route_env, tally) as route,
+                contextlib.redirect_stdout(route_output),
+            ):
                 fleet.route = route
-                return await fleet.run()
+                try:
+                    result = await fleet.run()
+                    result.route_warnings = tally.count + route_output.warnings
+                    if result.route_warnings:
+                        result.failures.append("the route logged warnings or errors")
+                    return result
+                finally:
+                    if events is not None:
+                        fleet.write_events(events)
 
         return asyncio.run(main())
 
@@ -905,6 +991,9 @@ def render_section(result: FleetResult) -> str:
          result.clean_exits == result.clean_shutdowns),
         ("Rows not STOPPED at the end", f"{result.rows_not_stopped}", "0",
          result.rows_not_stopped == 0),
+        ("Log lines at ERROR from workers / at WARNING or above from the route",
+         f"{result.worker_errors} / {result.route_warnings}", "0 / 0",
+         result.worker_errors == 0 and result.route_warnings == 0),
         ("Messages left on the stack queue", f"{result.stack_queue_left}", "", True),
     ]  # fmt: skip
     verdict = "every target met" if result.ok else "TARGETS MISSED"
@@ -991,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int)
     parser.add_argument("--max-seconds", type=float)
     parser.add_argument("--output", type=Path, help="write the section into this document")
+    parser.add_argument("--events", type=Path, help="write every line the processes wrote here")
     args = parser.parse_args(argv)
     if args.role == "moto":
         _moto_main(args.port)
@@ -1012,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.cycles} cycles, deadline {config.max_seconds:.0f} s",
         flush=True,
     )
-    result = run_fleet(config)
+    result = run_fleet(config, events=args.events)
     section = render_section(result)
     print(section)
     if args.output:

@@ -7,6 +7,9 @@ asserted here, never times.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from local.fleet import (
@@ -14,10 +17,12 @@ from local.fleet import (
     SECTION_END,
     SMALL,
     FleetResult,
+    Run,
     existing_section,
     render_section,
     run_fleet,
     splice_section,
+    wrong_kill,
 )
 
 
@@ -95,3 +100,19 @@ def test_a_document_without_the_anchor_gets_the_section_at_its_end() -> None:
     spliced = splice_section("# Title\n\ntext\n", section)
     assert spliced.startswith("# Title\n\ntext\n")
     assert spliced.endswith(section)
+
+
+def _ended(at: float, run_id: str = "run-1") -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return {"event": "loop_ended", "run_id": run_id, "time": stamp, "_received": at + 5}
+
+
+def test_a_loop_ending_before_its_stop_was_sent_is_a_wrong_kill() -> None:
+    sent = 1_800_000_000.5
+    run = Run("conversation", "run-1", host=0, cycle=0, stop_sent_at=sent)
+    assert wrong_kill(_ended(sent + 0.2), run) is None
+    # Stamped by the line's own time, not by when the harness read it.
+    assert wrong_kill(_ended(sent - 0.5), run) == "it ended before its stop was sent"
+    never_targeted = Run("conversation", "run-1", host=0, cycle=0)
+    assert wrong_kill(_ended(sent), never_targeted) == "no stop was ever sent for it"
+    assert wrong_kill(_ended(sent, "unknown"), None) == "a run the harness never started"
