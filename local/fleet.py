@@ -152,6 +152,7 @@ class FleetResult:
     runs_targeted: int = 0
     via_queue: int = 0
     via_backstop: int = 0
+    backstop_raced: int = 0  # backstop stops whose cancel then arrived, as a duplicate
     via_other: dict[str, int] = field(default_factory=dict)
     never: int = 0
     died_with_worker: int = 0
@@ -475,6 +476,7 @@ class Fleet:
         self._kill_now = asyncio.Event()
         self._victim: Host | None = None
         self._killed_at: float | None = None
+        self._sweep: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._aws = self._clients()
 
@@ -683,6 +685,8 @@ class Fleet:
         self._killed_at = time.monotonic()
         victim.kill()
         self.result.killed = True
+        if victim.queue_url is not None:
+            self._sweep = asyncio.create_task(self._watch_sweep(victim.queue_url, self._killed_at))
         self._say(
             f"fleet: killed worker {victim.index} (SIGKILL) with "
             f"{self.result.killed_runs_live} loops running",
@@ -695,20 +699,26 @@ class Fleet:
             found.endswith("/" + name) for found in listed.get("QueueUrls", [])
         )
 
+    async def _watch_sweep(self, queue_url: str, killed_at: float) -> None:
+        """From the kill on: until a peer has deleted the killed worker's queue."""
+        while await self._queue_exists(queue_url):
+            await asyncio.sleep(0.5)
+        self.result.killed_queue_removed = True
+        self.result.killed_queue_removed_after_s = round(time.monotonic() - killed_at, 1)
+
     async def _await_sweep(self) -> None:
-        victim = self._victim
-        if victim is None or victim.queue_url is None or self._killed_at is None:
+        """Once every conversation is done: give the sweep what is left of its bound (peers
+        delete a queue whose heartbeat is older than ORPHAN_QUEUE_SECONDS)."""
+        if self._sweep is None or self._killed_at is None:
             return
         bound = self.config.orphan_seconds + 4 * self.config.heartbeat_seconds + 10
-        while time.monotonic() - self._killed_at < bound:
-            if not await self._queue_exists(victim.queue_url):
-                self.result.killed_queue_removed = True
-                self.result.killed_queue_removed_after_s = round(
-                    time.monotonic() - self._killed_at, 1
-                )
-                return
-            await asyncio.sleep(0.5)
-        self.result.killed_queue_removed = False
+        left = bound - (time.monotonic() - self._killed_at)
+        await asyncio.wait({self._sweep}, timeout=max(left, 1.0))
+        if not self._sweep.done():
+            self._sweep.cancel()
+            self.result.killed_queue_removed = False
+        elif (error := self._sweep.exception()) is not None:
+            raise error
 
     # -- progress --
 
@@ -850,11 +860,14 @@ class Fleet:
 
     def _tally_events(self) -> None:
         handled: Counter[str] = Counter()
+        duplicates: set[str] = set()  # stop ids whose cancel came after the stop was done
         wrong: dict[str, str] = {}  # one per run, however many lines tell of its end
         for _host, source, document in self.events:
             event = document.get("event")
             if source == "worker" and event == "cancel_handled":
                 handled[str(document.get("outcome"))] += 1
+                if document.get("outcome") == "duplicate":
+                    duplicates.add(str(document.get("stop_id")))
             if source == "worker" and document.get("level") in {"ERROR", "CRITICAL"}:
                 self.result.worker_errors += 1
             if event in {"conversation_stopped", "run_ended", "loop_ended"}:
@@ -863,6 +876,13 @@ class Fleet:
                     what = f"{document.get('conversation_id')}/{document.get('run_id')}"
                     wrong.setdefault(what, f"{what}: {source} {event}, {reason}")
         self.result.cancels_handled = dict(handled)
+        self.result.backstop_raced = sum(
+            1
+            for run in self.runs.values()
+            if run.stopped is not None
+            and run.stopped.get("via") == "backstop"
+            and str(run.stopped.get("stop_id")) in duplicates
+        )
         self.result.wrong_kills = len(wrong)
         self.result.wrong_kill_examples = list(wrong.values())[:5]
 
@@ -910,8 +930,9 @@ def run_fleet(config: FleetConfig, events: Path | None = None) -> FleetResult:
     base_env = dict(os.environ)
     with _moto_process() as endpoint, _environment({**AWS_DUMMY_ENV, "AWS_ENDPOINT_URL": endpoint}):
         stack = create_stack(endpoint, session_key=key, suffix=f"-{secrets.token_hex(4)}")
-        prefix = f"fleet-{secrets.token_hex(3)}-cancel-worker-"
-        route_env = {**stack.function_environment(), "WORKER_QUEUE_PREFIX": prefix}
+        # The stack's own prefix: the route and every worker get it (function_environment).
+        prefix = stack.worker_queue_prefix
+        route_env = stack.function_environment()
 
         async def main() -> FleetResult:
             asyncio.get_running_loop().set_default_executor(
@@ -978,7 +999,8 @@ def render_section(result: FleetResult) -> str:
          "", True),
         ("Loops stopped via the queue", f"{result.via_queue:,} ({share:.2%} of "
          f"{result.should_stop:,})", f">= {QUEUE_SHARE_TARGET:.0%}", share >= QUEUE_SHARE_TARGET),
-        ("Loops stopped via the backstop", f"{result.via_backstop:,}"
+        ("Loops stopped via the backstop", f"{result.via_backstop:,}, of which "
+         f"{result.backstop_raced:,} raced their cancel: it arrived after, as a duplicate"
          + (f" (other: {other})" if other else ""), "", True),
         ("Loops never stopped", f"{result.never}", "0", result.never == 0),
         ("Stopped / should have stopped", f"{result.stopped:,} / {result.should_stop:,}",
