@@ -57,6 +57,11 @@ ROUTE_LOGGER = "stop-conversation"  # the service name the route's logger is giv
 
 QUEUE_SHARE_TARGET = 0.99
 P99_TARGET_MS = 500.0
+QUEUE_SHARE_MISSED = f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue"
+P99_MISSED = f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms"
+TIMING_FAILURES = frozenset({QUEUE_SHARE_MISSED, P99_MISSED})
+"""The targets that depend on how fast this machine is (the queue's share too: the backstop
+takes the stops whose cancel is still in flight when it reads the row)."""
 
 
 @dataclass(frozen=True)
@@ -899,13 +904,9 @@ class Fleet:
             "stopped runs != runs a stop targeted (less the killed worker's)": (
                 result.stopped != result.should_stop
             ),
-            f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue": (
-                queue_share < QUEUE_SHARE_TARGET
-            ),
+            QUEUE_SHARE_MISSED: queue_share < QUEUE_SHARE_TARGET,
             "wrong kills": result.wrong_kills != 0,
-            f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms": (
-                result.p99_ms is None or result.p99_ms >= P99_TARGET_MS
-            ),
+            P99_MISSED: result.p99_ms is None or result.p99_ms >= P99_TARGET_MS,
             "rows disagree with the worker's log": result.table_disagreements != 0,
             "stopped runs without a stop_to_stopped_ms": result.latencies_missing != 0,
             "rows not checked for every stopped run": (result.table_checked != result.stopped),
