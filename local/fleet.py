@@ -162,6 +162,8 @@ class FleetResult:
     never: int = 0
     died_with_worker: int = 0
     starts_lost_with_worker: int = 0
+    stops_to_swept_queue: int = 0  # stops of runs whose worker's queue had been swept
+    stops_to_swept_queue_answered: int = 0
     wrong_kills: int = 0
     wrong_kill_examples: list[str] = field(default_factory=list)
     table_checked: int = 0
@@ -582,7 +584,8 @@ class Fleet:
         self.runs[run.run_id] = run
         return run
 
-    async def _stop(self, http: httpx.AsyncClient, conversation_id: str) -> None:
+    async def _stop(self, http: httpx.AsyncClient, conversation_id: str) -> bool:
+        """Send the stop, retrying what is not a 200 as a client would; was it answered?"""
         self.result.stops_sent += 1
         for _attempt in range(10):
             try:
@@ -593,9 +596,10 @@ class Fleet:
             self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
             if status == "200":
                 self.result.stops_answered += 1
-                return
+                return True
             self.result.stop_retries += 1
             await asyncio.sleep(1)
+        return False
 
     async def _verify_row(self, run: Run) -> None:
         """The row must show this run's loop as stopped, and how, before anything restarts."""
@@ -658,8 +662,14 @@ class Fleet:
                     self._step_done()
                     continue
                 await asyncio.sleep(self.random.uniform(*self.config.dwell_seconds))
+                if self.hosts[host].killed:
+                    await self._after_sweep()
                 run.stop_sent_at = time.time()
-                await self._stop(http, conversation_id)
+                answered = await self._stop(http, conversation_id)
+                if self.hosts[host].killed and self.result.killed_queue_removed:
+                    # The row names a queue that no longer exists: the route falls back.
+                    self.result.stops_to_swept_queue += 1
+                    self.result.stops_to_swept_queue_answered += answered
                 try:
                     run.stopped = await self._wait(
                         ("stopped", run.run_id), host, timeout=self.config.backstop_seconds * 4 + 10
@@ -710,6 +720,14 @@ class Fleet:
             await asyncio.sleep(0.5)
         self.result.killed_queue_removed = True
         self.result.killed_queue_removed_after_s = round(time.monotonic() - killed_at, 1)
+
+    async def _after_sweep(self) -> None:
+        """Hold a stop for a run of the killed worker until its queue is gone (bounded), so
+        the stop finds a row naming a deleted queue."""
+        if self._sweep is not None and self._killed_at is not None:
+            bound = self.config.orphan_seconds + 4 * self.config.heartbeat_seconds + 10
+            left = bound - (time.monotonic() - self._killed_at)
+            await asyncio.wait({self._sweep}, timeout=max(left, 0.0))
 
     async def _await_sweep(self) -> None:
         """Once every conversation is done: give the sweep what is left of its bound (peers
@@ -996,8 +1014,10 @@ def render_section(result: FleetResult) -> str:
         ("Runs a stop targeted", f"{result.runs_targeted:,} (of {result.runs:,} runs started; "
          f"{result.moved_restarts} restarts on another worker)", "", True),
         ("Runs that died with the killed worker", f"{result.died_with_worker} "
-         f"({result.starts_lost_with_worker} starts lost with it; reported apart, not as never)",
-         "", True),
+         f"({result.starts_lost_with_worker} starts lost with it; reported apart, not as never); "
+         f"{result.stops_to_swept_queue_answered} of {result.stops_to_swept_queue} of their "
+         "stops, sent after its queue was swept, answered 200", "",
+         result.stops_to_swept_queue_answered == result.stops_to_swept_queue),
         ("Loops stopped via the queue", f"{result.via_queue:,} ({share:.2%} of "
          f"{result.should_stop:,})", f">= {QUEUE_SHARE_TARGET:.0%}", share >= QUEUE_SHARE_TARGET),
         ("Loops stopped via the backstop", f"{result.via_backstop:,}, of which "
