@@ -1084,6 +1084,9 @@ def render_section(result: FleetResult) -> str:
         + "Stop-to-stopped is the worker's `stop_to_stopped_ms`: from the route's "
         "`requested_at` to the loop stopped. After each stop the harness waits until the row "
         "shows `loop_stopped_via` and `loop_stopped_at` for that run before restarting it. "
+        "A stop counts as via the backstop when a backstop pass read the row between the "
+        "stop's write and its cancel's arrival (the cancel then arrives as a duplicate): the "
+        "queue's share varies from run to run with how many passes fall in that window. "
         "Times describe this 2-core machine shared with the emulation, not AWS.",
         "",
         "| Figure | Value | Target | Result |",
