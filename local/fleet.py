@@ -57,6 +57,7 @@ ROUTE_LOGGER = "stop-conversation"  # the service name the route's logger is giv
 
 QUEUE_SHARE_TARGET = 0.99
 P99_TARGET_MS = 500.0
+START_ATTEMPTS = 3
 QUEUE_SHARE_MISSED = f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue"
 P99_MISSED = f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms"
 TIMING_FAILURES = frozenset({QUEUE_SHARE_MISSED, P99_MISSED})
@@ -171,6 +172,7 @@ class FleetResult:
     killed_rows_unwritten: int = 0
     table_examples: list[str] = field(default_factory=list)
     starts_failed: int = 0
+    start_retries: int = 0
     start_errors: dict[str, int] = field(default_factory=dict)
     moved_restarts: int = 0
     cancels_handled: dict[str, int] = field(default_factory=dict)
@@ -569,20 +571,29 @@ class Fleet:
         return previous
 
     async def _start(self, conversation_id: str, host: int, cycle: int) -> Run | None:
-        token = secrets.token_hex(6)
-        self.hosts[host].send(f"start {conversation_id} {token}")
-        try:
-            reply = await self._wait(("reply", token), host, timeout=60)
-        except TimeoutError:
-            reply = {"ok": False, "error": "no reply from the host"}
-        if not reply.get("ok"):
-            self.result.starts_failed += 1
+        """Register and start it on ``host``; a failure other than a refused claim (an AWS
+        call that gave up, say) is retried as a host would, and counted."""
+        for attempt in range(START_ATTEMPTS):
+            token = secrets.token_hex(6)
+            self.hosts[host].send(f"start {conversation_id} {token}")
+            try:
+                reply = await self._wait(("reply", token), host, timeout=60)
+            except TimeoutError:
+                reply = {"ok": False, "error": "no reply from the host"}
+            if reply.get("ok"):
+                run = Run(conversation_id, str(reply["run_id"]), host, cycle)
+                self.runs[run.run_id] = run
+                return run
             error = str(reply.get("error"))
+            if error == "claim_rejected":
+                error = f"claim_rejected (status {reply.get('status')})"
             self.result.start_errors[error] = self.result.start_errors.get(error, 0) + 1
-            return None
-        run = Run(conversation_id, str(reply["run_id"]), host, cycle)
-        self.runs[run.run_id] = run
-        return run
+            if error.startswith("claim_rejected") or attempt == START_ATTEMPTS - 1:
+                break
+            self.result.start_retries += 1
+            await asyncio.sleep(1)
+        self.result.starts_failed += 1
+        return None
 
     async def _stop(self, http: httpx.AsyncClient, conversation_id: str) -> bool:
         """Send the stop, retrying what is not a 200 as a client would; was it answered?"""
@@ -928,7 +939,7 @@ class Fleet:
             "rows disagree with the worker's log": result.table_disagreements != 0,
             "stopped runs without a stop_to_stopped_ms": result.latencies_missing != 0,
             "rows not checked for every stopped run": (result.table_checked != result.stopped),
-            "starts refused": result.starts_failed != 0,
+            "starts that failed": result.starts_failed != 0,
             "queues left after the clean shutdown": bool(result.queues_left),
             "the killed worker's queue was not removed": (
                 result.killed and result.killed_queue_removed is not True
@@ -1013,6 +1024,9 @@ def render_section(result: FleetResult) -> str:
          result.stops_answered == result.stops_sent),
         ("Runs a stop targeted", f"{result.runs_targeted:,} (of {result.runs:,} runs started; "
          f"{result.moved_restarts} restarts on another worker)", "", True),
+        ("Starts that failed (register or claim)", f"{result.starts_failed} "
+         f"({result.start_retries} retried; errors seen: {result.start_errors or 'none'})", "0",
+         result.starts_failed == 0),
         ("Runs that died with the killed worker", f"{result.died_with_worker} "
          f"({result.starts_lost_with_worker} starts lost with it; reported apart, not as never); "
          f"{result.stops_to_swept_queue_answered} of {result.stops_to_swept_queue} of their "
