@@ -62,7 +62,7 @@ QUEUE_SHARE_MISSED = f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue"
 P99_MISSED = f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms"
 TIMING_FAILURES = frozenset({QUEUE_SHARE_MISSED, P99_MISSED})
 """The targets that depend on how fast this machine is (the queue's share too: the backstop
-takes the stops whose cancel is still in flight when it reads the row)."""
+takes the stops whose cancel is slower than its grace)."""
 
 
 @dataclass(frozen=True)
@@ -1002,6 +1002,13 @@ def _commit() -> str:
     ).stdout.strip()
 
 
+def _backstop_grace() -> str:
+    from openhands_stop.worker import WorkerSettings
+
+    field_info = WorkerSettings.model_fields.get("backstop_grace_seconds")
+    return "unknown" if field_info is None else f"{field_info.default:g} s"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
@@ -1098,9 +1105,9 @@ def render_section(result: FleetResult) -> str:
         + "Stop-to-stopped is the worker's `stop_to_stopped_ms`: from the route's "
         "`requested_at` to the loop stopped. After each stop the harness waits until the row "
         "shows `loop_stopped_via` and `loop_stopped_at` for that run before restarting it. "
-        "A stop counts as via the backstop when a backstop pass read the row between the "
-        "stop's write and its cancel's arrival (the cancel then arrives as a duplicate): the "
-        "queue's share varies from run to run with how many passes fall in that window. "
+        "The backstop acts on a stop recorded at least `BACKSTOP_GRACE_SECONDS` "
+        f"({_backstop_grace()}, the default) ago: a stop via the backstop is one whose cancel "
+        'was later than that, or lost ("raced": it arrived after all, as a duplicate). '
         "Times describe this 2-core machine shared with the emulation, not AWS.",
         "",
         "| Figure | Value | Target | Result |",
