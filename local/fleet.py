@@ -162,6 +162,7 @@ class FleetResult:
     via_other: dict[str, int] = field(default_factory=dict)
     never: int = 0
     died_with_worker: int = 0
+    died_stop_in_flight: int = 0  # of those, runs whose stop had been sent before the kill
     starts_lost_with_worker: int = 0
     stops_to_swept_queue: int = 0  # stops of runs whose worker's queue had been swept
     stops_to_swept_queue_answered: int = 0
@@ -485,6 +486,7 @@ class Fleet:
         self._kill_now = asyncio.Event()
         self._victim: Host | None = None
         self._killed_at: float | None = None
+        self._killed_wall = math.inf
         self._sweep: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._aws = self._clients()
@@ -709,6 +711,7 @@ class Fleet:
         self.result.killed_runs_live = live_runs.get(victim.index, 0)
         self._victim = victim
         self._killed_at = time.monotonic()
+        self._killed_wall = time.time()
         victim.kill()
         self.result.killed = True
         if victim.queue_url is not None:
@@ -883,6 +886,8 @@ class Fleet:
                     result.latencies_missing += 1
             elif run.died_with_worker:
                 result.died_with_worker += 1
+                if run.stop_sent_at is not None and run.stop_sent_at < self._killed_wall:
+                    result.died_stop_in_flight += 1
             else:
                 result.never += 1
         ordered = sorted(latencies)
@@ -1034,8 +1039,9 @@ def render_section(result: FleetResult) -> str:
         ("Starts that failed (register or claim)", f"{result.starts_failed} "
          f"({result.start_retries} retried; errors seen: {result.start_errors or 'none'})", "0",
          result.starts_failed == 0),
-        ("Runs that died with the killed worker", f"{result.died_with_worker} "
-         f"({result.starts_lost_with_worker} starts lost with it; reported apart, not as never); "
+        ("Runs that died with the killed worker", f"{result.died_with_worker}, reported "
+         f"apart, not as never ({result.died_stop_in_flight} with their stop sent before the "
+         f"kill; {result.starts_lost_with_worker} starts lost with it); "
          f"{result.stops_to_swept_queue_answered} of {result.stops_to_swept_queue} of their "
          "stops, sent after its queue was swept, answered 200", "",
          result.stops_to_swept_queue_answered == result.stops_to_swept_queue),
