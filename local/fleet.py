@@ -75,6 +75,7 @@ class FleetConfig:
     kill: bool = True
     kill_after: float = 0.4  # the share of stops done when the victim is killed
     move_share: float = 0.5  # restarts that go to another worker
+    repeat_share: float = 0.25  # stops sent again once carried out, right before the restart
     in_flight: int = 48  # conversations between a start and a verified stop at once
     dwell_seconds: tuple[float, float] = (0.2, 1.5)  # how long a loop runs before its stop
     backstop_seconds: float = 2.0
@@ -153,6 +154,7 @@ class FleetResult:
     stops_sent: int = 0
     stops_answered: int = 0  # answered 200 (after retries on 503)
     stop_retries: int = 0
+    stops_repeated: int = 0  # stops sent again after the loop was stopped (a client's retry)
     statuses: dict[str, int] = field(default_factory=dict)
     runs: int = 0
     runs_targeted: int = 0
@@ -693,6 +695,12 @@ class Fleet:
                     pass  # counted as never stopped
                 if run.stopped is not None:
                     await self._verify_row(run)
+                    if self.random.random() < self.config.repeat_share:
+                        # A client's retry of the stop, once the loop is stopped: the route
+                        # sends the recorded cancel (this run's) again, and the next cycle
+                        # may claim a new run before it lands: it must stop nothing new.
+                        self.result.stops_repeated += 1
+                        await self._stop(http, conversation_id)
                 self._step_done()
 
     def _step_done(self) -> None:
@@ -1031,7 +1039,8 @@ def render_section(result: FleetResult) -> str:
     }[result.killed_queue_removed]
     killed = f"SIGKILL with {result.killed_runs_live} loops running" if result.killed else "none"
     rows = [
-        ("Stops answered 200", f"{result.stops_answered:,} of {result.stops_sent:,} "
+        ("Stops answered 200", f"{result.stops_answered:,} of {result.stops_sent:,}, "
+         f"{result.stops_repeated} of them a stop sent again once carried out "
          f"({result.stop_retries} retries; statuses {result.statuses})", "all",
          result.stops_answered == result.stops_sent),
         ("Runs a stop targeted", f"{result.runs_targeted:,} (of {result.runs:,} runs started; "
@@ -1170,6 +1179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int)
     parser.add_argument("--cycles", type=int)
     parser.add_argument("--max-seconds", type=float)
+    parser.add_argument(
+        "--dwell", type=float, nargs=2, metavar=("MIN", "MAX"), help="seconds a loop runs"
+    )
     parser.add_argument("--output", type=Path, help="write the section into this document")
     parser.add_argument("--events", type=Path, help="write every line the processes wrote here")
     args = parser.parse_args(argv)
@@ -1184,6 +1196,7 @@ def main(argv: list[str] | None = None) -> int:
             "conversations": args.conversations,
             "cycles": args.cycles,
             "max_seconds": args.max_seconds,
+            "dwell_seconds": tuple(args.dwell) if args.dwell else None,
         }.items()
         if value is not None
     }
