@@ -712,8 +712,11 @@ class Fleet:
 
     async def _killer(self) -> None:
         await self._kill_now.wait()
+        # The victim: the worker running the most loops that no stop has been sent for yet.
         live_runs = Counter(
-            run.host for run in self.runs.values() if run.stopped is None and run.ended is None
+            run.host
+            for run in self.runs.values()
+            if not run.targeted and run.stopped is None and run.ended is None
         )
         victim = max(self.hosts, key=lambda host: live_runs.get(host.index, 0))
         self.result.killed_runs_live = live_runs.get(victim.index, 0)
@@ -726,7 +729,7 @@ class Fleet:
             self._sweep = asyncio.create_task(self._watch_sweep(victim.queue_url, self._killed_at))
         self._say(
             f"fleet: killed worker {victim.index} (SIGKILL) with "
-            f"{self.result.killed_runs_live} loops running",
+            f"{self.result.killed_runs_live} loops running that no stop was sent for yet",
         )
 
     async def _queue_exists(self, url: str) -> bool:
@@ -1037,7 +1040,11 @@ def render_section(result: FleetResult) -> str:
         False: "**still there**",
         None: "no worker killed",
     }[result.killed_queue_removed]
-    killed = f"SIGKILL with {result.killed_runs_live} loops running" if result.killed else "none"
+    killed = (
+        f"SIGKILL with {result.killed_runs_live} loops running that no stop was sent for yet"
+        if result.killed
+        else "none"
+    )
     rows = [
         ("Stops answered 200", f"{result.stops_answered:,} of {result.stops_sent:,}, "
          f"{result.stops_repeated} of them a stop sent again once carried out "
