@@ -23,7 +23,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from openhands_stop.worker import ClaimRejected, Worker, WorkerSettings
+from openhands_stop.worker import AgentLoop, ClaimRejected, Worker, WorkerSettings
 from openhands_stop.worker.logs import configure_json_logging
 
 
@@ -35,7 +35,7 @@ def emit(**fields: Any) -> None:
     sys.stdout.flush()
 
 
-def silent_agent_loop(worker: Worker) -> Any:
+def silent_agent_loop(worker: Worker) -> AgentLoop:
     """An agent loop that waits forever and returns when cancelled."""
 
     async def run(conversation_id: str) -> None:
