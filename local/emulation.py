@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import yaml
+from openhands_stop.edge.observability import SERVICE
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -43,7 +44,7 @@ OFFLINE_FUNCTION_ENV: Mapping[str, str] = {
     "CONVERSATIONS_TABLE_NAME": TABLE_NAME,
     "CANCEL_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/123456789012/{QUEUE_NAME}",
     "SESSION_API_KEY_SECRET_ID": SECRET_NAME,
-    "POWERTOOLS_SERVICE_NAME": "stop-conversation",
+    "POWERTOOLS_SERVICE_NAME": SERVICE,
 }
 """The variables template.yaml gives the function, naming resources no stack backs: for
 building the handler where it makes no AWS call (import checks, benchmarks with AWS stubbed)."""
@@ -112,7 +113,7 @@ class Stack:
             "CANCEL_QUEUE_URL": self.queue_url,
             "WORKER_QUEUE_PREFIX": self.worker_queue_prefix,
             "SESSION_API_KEY_SECRET_ID": self.secret_id,
-            "POWERTOOLS_SERVICE_NAME": "stop-conversation",
+            "POWERTOOLS_SERVICE_NAME": SERVICE,
         }
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url

@@ -1,25 +1,25 @@
-"""Shared fixtures: an emulated stack per test (fresh names), the app, the real handler."""
+"""Shared fixtures: an emulated stack per test (fresh names), the app, the real handler; and
+the tiers' compatibility switch."""
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.atomic_moto import serialize_dynamodb_writes
 from local.emulation import (
     AWS_DUMMY_ENV,
-    DEMO_SESSION_KEY,
     FUNCTION_DIR,
     Stack,
     create_stack,
@@ -27,9 +27,13 @@ from local.emulation import (
     seed,
 )
 from local.invoke import LambdaContext
-from tests.support import AwsCallCounter
+from tests.support import AwsCallCounter, Invoke, LoadHandler, tier_selection
 
-KEY = DEMO_SESSION_KEY
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SAM_BUILD_TEST=1 adds the sam_build tier, RELIABILITY_FULL=1 the full tier, unless -m
+    chose a selection of its own: `make test` and `make reliability` still set them."""
+    config.option.markexpr = tier_selection(config.option.markexpr, os.environ)
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +43,12 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     for name, value in AWS_DUMMY_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio, each in an event loop of its own."""
+    return "asyncio"
 
 
 @pytest.fixture
@@ -112,12 +122,6 @@ def seeded(stack: Stack) -> Stack:
 def aws_calls() -> Iterator[AwsCallCounter]:
     with AwsCallCounter() as counter:
         yield counter
-
-
-Invoke = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-LoadHandler = Callable[[Stack], Invoke]
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Test helpers that are not fixtures: counting AWS calls, reading the queue and table,
-running code beside the handler in a fresh interpreter."""
+"""Test helpers that are not fixtures: the session key, counting AWS calls, reading the queue
+and table, running code beside the handler in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -8,14 +8,47 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from botocore.client import BaseClient
+from botocore.retries import standard
 from openhands_stop.aws.clients import USER_AGENT_EXTRA
 
-from local.emulation import AWS_DUMMY_ENV, FUNCTION_DIR, OFFLINE_FUNCTION_ENV, ROOT, Stack
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    DEMO_SESSION_KEY,
+    FUNCTION_DIR,
+    OFFLINE_FUNCTION_ENV,
+    ROOT,
+    Stack,
+)
+
+DEFAULT_TIERS = "not sam_build and not full"
+"""The -m expression pyproject's addopts gives pytest: both long tiers left out."""
+
+TIER_SWITCHES = {"sam_build": "SAM_BUILD_TEST", "full": "RELIABILITY_FULL"}
+"""The environment variables that selected a tier before the markers did."""
+
+
+def tier_selection(markexpr: str, environ: Mapping[str, str]) -> str:
+    """The -m expression to run with: the one given, unless it is the default, in which case
+    each tier whose old variable is set (and not 0) is added back."""
+    if markexpr != DEFAULT_TIERS:
+        return markexpr
+    left_out = [t for t, name in TIER_SWITCHES.items() if environ.get(name, "") in ("", "0")]
+    return " and ".join(f"not {tier}" for tier in left_out)
+
+
+KEY = DEMO_SESSION_KEY
+"""The session key the emulated stack's secret holds."""
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+"""A Lambda handler bound to a context: event in, response out."""
+
+LoadHandler = Callable[[Stack], Invoke]
+"""Imports the function's handler configured for a stack (the ``lambda_handler_factory``)."""
 
 
 def run_beside_handler(
@@ -107,3 +140,20 @@ def read_record(stack: Stack, conversation_id: str) -> dict[str, Any] | None:
     if item is None:
         return None
     return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def worst_call_seconds(config: Any, service: str) -> float:
+    """The longest one call can take: every attempt times out or is throttled, each
+    followed by botocore's largest backoff for that attempt (throttling: 1 s x 2**i)."""
+    backoff: Any = standard.ExponentialBackoff
+    attempts = config.retries["total_max_attempts"]
+    per_attempt = config.connect_timeout + config.read_timeout
+    scale = backoff._SERVICE_BACKOFF_CONFIG.get(service, backoff._DEFAULT_BACKOFF_CONFIG).get(
+        "non_throttling_base_scale", 0.05
+    )
+    total = 0.0
+    for i in range(attempts - 1):
+        timed_out = per_attempt + scale * 2**i
+        throttled = min(1.0 * 2**i, backoff._MAX_BACKOFF)
+        total += max(timed_out, throttled)
+    return float(total + per_attempt)

@@ -7,9 +7,8 @@ from fastapi.testclient import TestClient
 from openhands_stop.aws.cancel_queue import CancelDestinations
 
 from local.emulation import Stack
-from tests.conftest import KEY
-from tests.support import drain_queue
-from tests.worker.conftest import create_queue
+from tests.support import KEY, drain_queue
+from tests.worker.support import create_queue
 
 HEADERS = {"X-Session-API-Key": KEY}
 STACK_QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/prod-CancelQueue-AB12.fifo"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
-from openhands_stop.edge.app import NO_CACHE_HEADERS
+from openhands_stop.edge.headers import NO_CACHE_HEADERS
 from openhands_stop.edge.service import StopService
 
 from local.emulation import ROOT, Stack
-from tests.conftest import KEY
+from tests.support import KEY
 
 EVENTS = ROOT / "events"
 STOP = "/api/conversations/demo-running/stop"

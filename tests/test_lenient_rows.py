@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 from openhands_stop.aws.conversation_table import record_from_item
 
 from local.emulation import Stack
-from tests.conftest import KEY
-from tests.support import drain_queue, read_record
+from tests.support import KEY, drain_queue, read_record
 
 HEADERS = {"X-Session-API-Key": KEY}
 

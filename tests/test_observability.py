@@ -19,7 +19,7 @@ from openhands_stop.edge.settings import Settings
 
 from local.emulation import Stack
 from local.invoke import LambdaContext
-from tests.conftest import KEY
+from tests.support import KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -39,10 +39,15 @@ def event(name: str, conversation_id: str | None = None, key: str | None = None)
     return loaded
 
 
-@pytest.fixture
-def lines(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Lines:
-    """Reads the JSON lines printed on stdout since the last read (our metrics namespace)."""
+@pytest.fixture(autouse=True)
+def namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our metrics namespace, in the environment before the handler reads its settings."""
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+
+
+@pytest.fixture
+def lines(capsys: pytest.CaptureFixture[str]) -> Lines:
+    """Reads the JSON lines printed on stdout since the last read."""
     capsys.readouterr()
 
     def read() -> list[dict[str, Any]]:
@@ -250,3 +255,14 @@ def test_a_snapstart_restore_drops_the_cached_key(
     assert invoke(rotated) == 401  # a refresh on a miss is rate-limited: the cache still rules
     hooks[0]()
     assert invoke(rotated) == 200
+
+
+def test_the_service_and_namespace_are_read_once_at_init(
+    seeded: Stack, lambda_handler: Invoke, emitted: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Changed/AfterInit")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "changed-after-init")
+    lambda_handler(event("stop-running"))
+    [line] = emitted()
+    assert line["service"] == "stop-conversation"
+    assert line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == NAMESPACE

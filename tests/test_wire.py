@@ -9,8 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from local.emulation import ROOT, Stack, seed
-from tests.conftest import KEY
-from tests.support import drain_queue, read_record
+from tests.support import KEY, drain_queue, read_record
 
 
 def test_a_stop_through_moto_server(wire_stack: Stack, wire_client: TestClient) -> None:

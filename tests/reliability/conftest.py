@@ -7,38 +7,17 @@ Every test records its measured outcome with ``evidence(family, case, outcome)``
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import uvicorn
 from botocore.retries import standard
-from fastapi import FastAPI
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
-from local.emulation import free_port
 from tests.reliability.faults import FaultInjector, watch_service
-from tests.reliability.profile import FULL
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "full_only: runs only in `make reliability`")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if FULL:
-        return
-    skip = pytest.mark.skip(reason="long: runs in `make reliability` (RELIABILITY_FULL=1)")
-    for item in items:
-        if "full_only" in item.keywords:
-            item.add_marker(skip)
-
-
-Evidence = Callable[[str, str, str], None]
+from tests.reliability.support import Evidence, LiveServer
 
 
 @pytest.fixture
@@ -64,30 +43,6 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def faults(wire_service: StopService, no_backoff: None) -> FaultInjector:
     """Faults on the three dependencies of ``wire_service``."""
     return watch_service(wire_service)
-
-
-class LiveServer:
-    """The app on uvicorn, on a free 127.0.0.1 port, in a thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
 
 
 @pytest.fixture

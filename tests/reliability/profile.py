@@ -1,5 +1,8 @@
 """Hypothesis settings for the reliability suites: few examples by default (CI), many in
-``make reliability`` (RELIABILITY_FULL=1). No deadlines: nothing here is a timing test."""
+``make reliability`` (RELIABILITY_FULL=1). No deadlines: nothing here is a timing test.
+
+RELIABILITY_FULL sets how big a run is, not which tests run: tests of the long tier are
+marked ``full`` and selected with -m (see pyproject's addopts)."""
 
 from __future__ import annotations
 

@@ -11,12 +11,11 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
-from tests.reliability.conftest import Evidence
 from tests.reliability.faults import (
     DYNAMODB_INTERNAL,
     DYNAMODB_THROTTLING,
@@ -31,6 +30,7 @@ from tests.reliability.faults import (
     FaultInjector,
     watch_service,
 )
+from tests.reliability.support import Evidence
 from tests.support import AwsCallCounter, drain_queue, read_record
 
 KEY_HEADER = {"X-Session-API-Key": DEMO_SESSION_KEY}

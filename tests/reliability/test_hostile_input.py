@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 
 from local.emulation import DEMO_SESSION_KEY, ROOT
-from tests.reliability.conftest import Evidence
 from tests.reliability.profile import HYPOTHESIS
+from tests.reliability.support import Evidence
 from tests.support import AwsCallCounter
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]

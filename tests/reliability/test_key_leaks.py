@@ -11,14 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.app import logger as app_logger
-from openhands_stop.edge.lambda_entry import build_handler, build_service
+from openhands_stop.edge.lambda_entry import build_handler
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
 from local.invoke import LambdaContext
-from tests.reliability.conftest import Evidence
 from tests.reliability.faults import SECRETS_UNAVAILABLE, SQS_ACCESS_DENIED, watch_service
-from tests.reliability.test_session_key import _event, _rotate
+from tests.reliability.support import Evidence, rotate_key, stop_event
 
 
 def test_the_key_never_appears_in_anything_a_run_emits(  # noqa: PLR0917
@@ -32,7 +32,7 @@ def test_the_key_never_appears_in_anything_a_run_emits(  # noqa: PLR0917
     """Every path: stopped, not running, wrong/missing key, 422, 503, 500, a failing key
     refresh, the Lambda entry. Logging at DEBUG everywhere, Powertools asked to log events."""
     key = secrets.token_urlsafe(32)
-    _rotate(wire_stack, key)
+    rotate_key(wire_stack, key)
     seed(wire_stack, {f"c{n}": "RUNNING" for n in range(6)})
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
@@ -62,8 +62,8 @@ def test_the_key_never_appears_in_anything_a_run_emits(  # noqa: PLR0917
         monkeypatch.setenv(name, value)
     handler = build_handler()
     lambda_answers = [
-        handler(_event("c4", key), LambdaContext()),
-        handler(_event("c5", "wrong"), LambdaContext()),
+        handler(stop_event("c4", key), LambdaContext()),
+        handler(stop_event("c5", "wrong"), LambdaContext()),
     ]
     captured = capfd.readouterr()
     formatter: Any = app_logger.registered_handler.formatter

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
-from tests.reliability.conftest import Evidence
 from tests.reliability.profile import HYPOTHESIS
+from tests.reliability.support import Evidence
 
 ROUTE = "/api/conversations/{conversation_id}/stop"
 

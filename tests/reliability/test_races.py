@@ -15,8 +15,8 @@ from openhands_stop.domain.models import utc_now
 from openhands_stop.edge.service import StopService
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
-from tests.reliability.conftest import Evidence, LiveServer
 from tests.reliability.profile import FULL
+from tests.reliability.support import Evidence, LiveServer
 from tests.support import drain_queue, read_record
 
 STOPS = 50

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-from botocore.retries import standard
 from openhands_stop.aws import clients
 from openhands_stop.aws.conversation_table import DynamoConversationTable
 from openhands_stop.domain import DependencyFailure
@@ -17,8 +16,9 @@ from openhands_stop.domain.models import StopRequest, utc_now
 from openhands_stop.edge.service import StopService
 
 from local.emulation import load_template
-from tests.reliability.conftest import Evidence
 from tests.reliability.faults import DYNAMODB_THROTTLING, FaultInjector
+from tests.reliability.support import Evidence
+from tests.support import worst_call_seconds
 
 ATTEMPTS = 3
 CONFIG: Any = clients.CLIENT_CONFIG
@@ -32,23 +32,6 @@ def _clients(service: StopService) -> dict[str, Any]:
         "sqs": service.cancels._client,  # type: ignore[attr-defined]
         "secretsmanager": source._client,
     }
-
-
-def worst_call_seconds(config: Any, service: str) -> float:
-    """The longest one call can take: every attempt times out or is throttled, each
-    followed by botocore's largest backoff for that attempt (throttling: 1 s x 2**i)."""
-    backoff: Any = standard.ExponentialBackoff
-    attempts = config.retries["total_max_attempts"]
-    per_attempt = config.connect_timeout + config.read_timeout
-    scale = backoff._SERVICE_BACKOFF_CONFIG.get(service, backoff._DEFAULT_BACKOFF_CONFIG).get(
-        "non_throttling_base_scale", 0.05
-    )
-    total = 0.0
-    for i in range(attempts - 1):
-        timed_out = per_attempt + scale * 2**i
-        throttled = min(1.0 * 2**i, backoff._MAX_BACKOFF)
-        total += max(timed_out, throttled)
-    return float(total + per_attempt)
 
 
 def test_clients_use_standard_retries_with_bounded_attempts_and_timeouts(

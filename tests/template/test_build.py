@@ -1,12 +1,12 @@
 """`make build` (sam build, no Docker) yields an arm64 CPython 3.13 layer with its bytecode.
 
-Slow (it fetches wheels): it runs when SAM_BUILD_TEST=1, as `make test` and CI set it.
+Slow (it fetches wheels): the ``sam_build`` tier, left out unless selected (`make test`
+and CI select it; SAM_BUILD_TEST=1 still does, see tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import zipfile
@@ -16,14 +16,9 @@ from pathlib import Path
 import pytest
 from openhands_stop.aws import clients
 
-from tests.template.conftest import ROOT, offline_env, sam_tool
+from tests.template.support import ROOT, offline_env, sam_tool
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.environ.get("SAM_BUILD_TEST"), reason="sam build runs under `make test`"
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.sam_build]
 
 EM_AARCH64 = 183
 EM_X86_64 = 62

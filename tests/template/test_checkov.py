@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.template.conftest import ROOT, offline_env
+from tests.template.support import ROOT, offline_env
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 CHECKOV_OPTIONS = ("--framework", "cloudformation", "--skip-download")  # as `make lint` runs it

@@ -8,23 +8,10 @@ from typing import Any
 import pytest
 from openhands_stop.edge import observability
 
-from tests.template.cfn import Evaluator, evaluate
-from tests.template.test_template import one, resources_of
+from tests.template.cfn import evaluate
+from tests.template.support import one, resources_of, rule_failures
 
 EMAIL = {"AlarmEmail": "ops@example.com"}
-
-
-def rule_failures(transformed: dict[str, Any], parameters: dict[str, str]) -> list[str]:
-    """The rules' assertions CloudFormation would refuse the deploy with, for these values."""
-    evaluator = Evaluator(transformed, parameters)
-    failed = []
-    for rule in transformed.get("Rules", {}).values():
-        if "RuleCondition" in rule and not evaluator.resolve(rule["RuleCondition"]):
-            continue
-        for assertion in rule["Assertions"]:
-            if not evaluator.resolve(assertion["Assert"]):
-                failed.append(assertion["AssertDescription"])
-    return failed
 
 
 def alarms_by_metric(deployed: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.template.cfn import evaluate
-from tests.template.test_template import function_role_statements, one
+from tests.template.support import function_role_statements, one
 
 ROLE = "${StopConversationRole.Arn}"
 ACCOUNT = "111122223333"

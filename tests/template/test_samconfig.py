@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.template.conftest import ROOT
-from tests.template.test_operations import rule_failures
+from tests.template.support import ROOT, rule_failures
 
 CONFIG = tomllib.loads((ROOT / "samconfig.toml").read_text())
 # The worker queues' names are `${AWS::StackName}-cancel-worker-<12>.fifo`: SQS allows 80.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.template.cfn import evaluate
-from tests.template.conftest import ROOT, transform
+from tests.template.support import ROOT, transform
 
 VERSION = "AWS::Lambda::Version"
 

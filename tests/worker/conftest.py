@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from openhands_stop.domain.ports import ClaimTable
 from openhands_stop.worker import Worker, WorkerSettings
 
 from local.emulation import Stack
-
-T = TypeVar("T")
-
-WORKER_ID = "worker-test-1"
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
-
-
-def queue_depth(stack: Stack, queue_url: str) -> tuple[int, int]:
-    """(visible, in flight) messages on the queue: deleted ones count in neither."""
-    attributes = stack.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
-
-
-def create_queue(stack: Stack, *, fifo: bool) -> str:
-    name = f"{stack.worker_queue_prefix}{uuid.uuid4().hex[:8]}"
-    attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
-    url: str = stack.client("sqs").create_queue(
-        QueueName=f"{name}.fifo" if fifo else name, Attributes=attributes
-    )["QueueUrl"]
-    return url
+from tests.worker.support import WORKER_ID, WorkerFactory, create_queue
 
 
 @pytest.fixture(params=["fifo", "standard"])
@@ -53,9 +22,6 @@ def worker_queue(stack: Stack, request: pytest.FixtureRequest) -> str:
 def standard_queue(stack: Stack) -> str:
     """A standard queue: no FIFO deduplication, so duplicates really arrive twice."""
     return create_queue(stack, fifo=False)
-
-
-WorkerFactory = Callable[..., Worker]
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from openhands_stop.worker import Outcome
 
 from local.emulation import Stack, seed
 from tests.support import drain_queue, read_record
-from tests.worker.conftest import WorkerFactory, run
-from tests.worker.test_worker import Agent
+from tests.worker.support import Agent, WorkerFactory
 
 MALFORMED: dict[str, dict[str, Any]] = {
     "naive-stopped-at": {"stopped_at": {"S": "2026-12-01T10:00:00"}},
@@ -40,7 +39,8 @@ def overwrite_as_stopped(stack: Stack, cid: str, run_id: str, bad: dict[str, Any
     stack.client("dynamodb").put_item(TableName=stack.table_name, Item=item)
 
 
-def test_malformed_rows_are_stopped_and_later_lost_cancels_still_carried_out(
+@pytest.mark.anyio
+async def test_malformed_rows_are_stopped_and_later_lost_cancels_still_carried_out(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -53,17 +53,15 @@ def test_malformed_rows_are_stopped_and_later_lost_cancels_still_carried_out(
     agent = Agent()
     caplog.set_level(logging.WARNING)
 
-    async def scenario() -> None:
-        async with worker:
-            tasks = {cid: await worker.start(cid, agent) for cid in [*MALFORMED, "later"]}
-            for cid, bad in MALFORMED.items():
-                overwrite_as_stopped(stack, cid, worker.run_id(cid) or "", bad)
-            await asyncio.wait_for(asyncio.wait([tasks[c] for c in MALFORMED]), 10)
-            # The backstop is still alive: a stop whose cancel is lost is carried out.
-            service.stop("later", "r-later")
-            await asyncio.wait_for(asyncio.wait({tasks["later"]}), 10)
+    async with worker:
+        tasks = {cid: await worker.start(cid, agent) for cid in [*MALFORMED, "later"]}
+        for cid, bad in MALFORMED.items():
+            overwrite_as_stopped(stack, cid, worker.run_id(cid) or "", bad)
+        await asyncio.wait_for(asyncio.wait([tasks[c] for c in MALFORMED]), 10)
+        # The backstop is still alive: a stop whose cancel is lost is carried out.
+        service.stop("later", "r-later")
+        await asyncio.wait_for(asyncio.wait({tasks["later"]}), 10)
 
-    run(scenario())
     assert sorted(agent.cleanups) == sorted([*MALFORMED, "later"])
     for cid in [*MALFORMED, "later"]:
         assert (read_record(stack, cid) or {}).get("loop_stopped_via") == "backstop", cid
@@ -87,7 +85,8 @@ class FlakyTable(DynamoClaimTable):
         return super().records(conversation_ids)
 
 
-def test_a_failing_pass_is_logged_and_the_next_pass_runs(
+@pytest.mark.anyio
+async def test_a_failing_pass_is_logged_and_the_next_pass_runs(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -99,20 +98,19 @@ def test_a_failing_pass_is_logged_and_the_next_pass_runs(
     )
     caplog.set_level(logging.ERROR, logger="openhands_stop.worker")
 
-    async def scenario() -> None:
-        async with worker:
-            task = await worker.start("lost", Agent())
-            service.stop("lost", "r")
-            drain_queue(stack)
-            await asyncio.wait_for(asyncio.wait({task}), 10)
+    async with worker:
+        task = await worker.start("lost", Agent())
+        service.stop("lost", "r")
+        drain_queue(stack)
+        await asyncio.wait_for(asyncio.wait({task}), 10)
 
-    run(scenario())
     failures = [r for r in caplog.records if r.getMessage() == "backstop_failed"]
     assert failures
     assert failures[0].fields == {"error": "RuntimeError"}  # type: ignore[attr-defined]
 
 
-def test_a_failure_on_one_record_does_not_keep_the_others_running(
+@pytest.mark.anyio
+async def test_a_failure_on_one_record_does_not_keep_the_others_running(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -131,47 +129,46 @@ def test_a_failure_on_one_record_does_not_keep_the_others_running(
 
     monkeypatch.setattr(worker._runs, "apply", apply_or_fail)
 
-    async def scenario() -> list[Outcome]:
-        await worker.start("poison", Agent())
-        await worker.start("fine", Agent())
-        service.stop("poison", "r1")
-        service.stop("fine", "r2")
-        drain_queue(stack)
-        return await worker.backstop_once()
+    await worker.start("poison", Agent())
+    await worker.start("fine", Agent())
+    service.stop("poison", "r1")
+    service.stop("fine", "r2")
+    drain_queue(stack)
+    outcomes = await worker.backstop_once()
 
-    assert run(scenario()) == [Outcome.STOPPED]
+    assert outcomes == [Outcome.STOPPED]
     [failed] = [r for r in caplog.records if r.getMessage() == "backstop_record_failed"]
     assert failed.fields["conversation_id"] == "poison"  # type: ignore[attr-defined]
     assert failed.fields["error"] == "KeyError"  # type: ignore[attr-defined]
 
 
-def test_a_run_superseded_on_its_row_is_stopped_by_the_backstop(
+@pytest.mark.anyio
+async def test_a_run_superseded_on_its_row_is_stopped_by_the_backstop(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     """Stopped, restarted and claimed elsewhere while this worker missed every cancel."""
     worker = make_worker()
     elsewhere = DynamoClaimTable(dynamodb_client(), stack.table_name)
 
-    async def scenario() -> tuple[list[Outcome], bool]:
-        await worker.register("moved")
-        task = await worker.start("moved", Agent())
-        service.stop("moved", "r")
-        drain_queue(stack)
-        await worker.register("moved")
-        assert elsewhere.claim(
-            "moved", run_id="run-b", worker_id="b", cancel_queue_url="q", now=utc_now()
-        ).claimed
-        outcomes = await worker.backstop_once()
-        return outcomes, task.cancelled()
+    await worker.register("moved")
+    task = await worker.start("moved", Agent())
+    service.stop("moved", "r")
+    drain_queue(stack)
+    await worker.register("moved")
+    assert elsewhere.claim(
+        "moved", run_id="run-b", worker_id="b", cancel_queue_url="q", now=utc_now()
+    ).claimed
+    outcomes = await worker.backstop_once()
 
-    assert run(scenario()) == ([Outcome.STOPPED], True)
+    assert (outcomes, task.cancelled()) == ([Outcome.STOPPED], True)
     record = read_record(stack, "moved")
     assert record is not None
     assert (record["status"], record["run_id"]) == ("RUNNING", "run-b")  # run b untouched
     assert "loop_stopped_via" not in record
 
 
-def test_the_backstop_leaves_a_fresh_stop_to_its_cancel(
+@pytest.mark.anyio
+async def test_the_backstop_leaves_a_fresh_stop_to_its_cancel(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     """Within the grace the cancel is most likely on its way: the queue stops the run, and
@@ -179,29 +176,28 @@ def test_the_backstop_leaves_a_fresh_stop_to_its_cancel(
     seed(stack, {"fresh": "STARTING"})
     worker = make_worker(backstop_grace_seconds=0.5)
 
-    async def scenario() -> tuple[list[Outcome], list[Outcome]]:
-        task = await worker.start("fresh", Agent())
-        service.stop("fresh", "r")
-        drain_queue(stack)  # lost after all
-        early = await worker.backstop_once()
-        assert not task.done()
-        await asyncio.sleep(0.6)
-        return early, await worker.backstop_once()
+    task = await worker.start("fresh", Agent())
+    service.stop("fresh", "r")
+    drain_queue(stack)  # lost after all
+    early = await worker.backstop_once()
+    assert not task.done()
+    await asyncio.sleep(0.6)
+    late = await worker.backstop_once()
 
-    assert run(scenario()) == ([], [Outcome.STOPPED])
+    assert (early, late) == ([], [Outcome.STOPPED])
 
 
-def test_a_stop_recorded_in_the_future_is_not_left_waiting_for_the_grace(
+@pytest.mark.anyio
+async def test_a_stop_recorded_in_the_future_is_not_left_waiting_for_the_grace(
     stack: Stack, make_worker: WorkerFactory
 ) -> None:
     """A skewed clock or a row of other code's: the backstop acts now, not never."""
     seed(stack, {"ahead": "STARTING"})
     worker = make_worker(backstop_grace_seconds=60)
 
-    async def scenario() -> list[Outcome]:
-        await worker.start("ahead", Agent())
-        future = {"stopped_at": {"S": "2999-01-01T00:00:00+00:00"}}
-        overwrite_as_stopped(stack, "ahead", worker.run_id("ahead") or "", future)
-        return await worker.backstop_once()
+    await worker.start("ahead", Agent())
+    future = {"stopped_at": {"S": "2999-01-01T00:00:00+00:00"}}
+    overwrite_as_stopped(stack, "ahead", worker.run_id("ahead") or "", future)
+    outcomes = await worker.backstop_once()
 
-    assert run(scenario()) == [Outcome.STOPPED]
+    assert outcomes == [Outcome.STOPPED]

@@ -11,7 +11,7 @@ from openhands_stop.edge.service import StopService
 
 from local.emulation import ROOT, Stack, seed
 from tests.support import read_record
-from tests.worker.conftest import queue_depth
+from tests.worker.support import queue_depth
 
 DOC = ROOT / "docs" / "worker.md"
 
@@ -29,7 +29,8 @@ def _status(stack: Stack, conversation_id: str) -> str | None:
     return None if record is None else str(record["status"])
 
 
-def test_the_documented_embedding_runs_and_its_loops_stop(
+@pytest.mark.anyio
+async def test_the_documented_embedding_runs_and_its_loops_stop(
     stack: Stack,
     service: StopService,
     monkeypatch: pytest.MonkeyPatch,
@@ -43,16 +44,13 @@ def test_the_documented_embedding_runs_and_its_loops_stop(
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     exec(compile(embedding_example(), str(DOC), "exec"), namespace)  # noqa: S102 - our own doc
 
-    async def scenario() -> None:
-        ids = ["conversation-1", "conversation-2", "elsewhere"]
-        host = asyncio.create_task(namespace["main"](ids))
-        for conversation_id in ("conversation-1", "conversation-2"):
-            while await asyncio.to_thread(_status, stack, conversation_id) != "RUNNING":
-                await asyncio.sleep(0.05)
-            await asyncio.to_thread(service.stop, conversation_id, f"req-{conversation_id}")
-        await asyncio.wait_for(host, timeout=15)
-
-    asyncio.run(scenario())
+    ids = ["conversation-1", "conversation-2", "elsewhere"]
+    host = asyncio.create_task(namespace["main"](ids))
+    for conversation_id in ("conversation-1", "conversation-2"):
+        while await asyncio.to_thread(_status, stack, conversation_id) != "RUNNING":
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(service.stop, conversation_id, f"req-{conversation_id}")
+    await asyncio.wait_for(host, timeout=15)
 
     out = capsys.readouterr().out
     assert "conversation-1: sandbox closed" in out

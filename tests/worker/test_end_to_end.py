@@ -8,10 +8,9 @@ import httpx
 import pytest
 
 from local.emulation import Stack, seed
-from tests.conftest import KEY
-from tests.support import read_record
-from tests.worker.conftest import create_queue, queue_depth
+from tests.support import KEY, read_record
 from tests.worker.processes import stop_api, wait_until, worker_process
+from tests.worker.support import create_queue, queue_depth
 
 CONVERSATION = "e2e-conversation"
 STOP_TO_STOPPED_BOUND_MS = 2000

@@ -8,9 +8,8 @@ from openhands_stop.aws.clients import dynamodb_client
 from openhands_stop.domain.models import utc_now
 
 from local.emulation import Stack, seed
-from tests.conftest import KEY
-from tests.support import drain_queue
-from tests.worker.conftest import create_queue
+from tests.support import KEY, drain_queue
+from tests.worker.support import create_queue
 
 
 def test_a_claimed_conversation_is_stopped_through_its_workers_queue(

@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pytest
 from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
-from openhands_stop.domain.models import CancelMessage, utc_now
+from openhands_stop.domain.models import utc_now
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import ClaimRejected, Outcome
 
 from local.emulation import Stack, seed
 from tests.support import AwsCallCounter, drain_queue, read_record
-from tests.worker.conftest import WORKER_ID, WorkerFactory, queue_depth, run
+from tests.worker.support import (
+    WORKER_ID,
+    Agent,
+    WorkerFactory,
+    cancel_for,
+    queue_depth,
+    send_raw,
+    stopped_lines,
+)
 
 CONVERSATION = "conv-worker-1"
 
@@ -33,62 +40,22 @@ WORKER_OPERATIONS = {
 """What the worker's managed IAM policy allows (plus sqs:GetQueueAttributes)."""
 
 
-@dataclass
-class Agent:
-    """An agent loop that runs until cancelled and records its start and its cleanup."""
-
-    runs: list[str] = field(default_factory=list)
-    cleanups: list[str] = field(default_factory=list)
-
-    async def __call__(self, conversation_id: str) -> None:
-        self.runs.append(conversation_id)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self.cleanups.append(conversation_id)
-
-
-def send_raw(stack: Stack, queue_url: str, body: str, dedup: str = "d") -> None:
-    extra: dict[str, Any] = (
-        {"MessageGroupId": dedup, "MessageDeduplicationId": dedup}
-        if queue_url.endswith(".fifo")
-        else {}
-    )
-    stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, **extra)
-
-
-def cancel_for(conversation_id: str, stop_id: str = "stop-1") -> str:
-    return CancelMessage(
-        sid=conversation_id, stop_id=stop_id, request_id="req-1", requested_at=utc_now()
-    ).model_dump_json()
-
-
-def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [
-        r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if r.name == "openhands_stop.worker" and r.getMessage() == "conversation_stopped"
-    ]
-
-
 # -- claim ---------------------------------------------------------------------------------
 
 
-def test_claim_moves_starting_to_running_with_worker_and_queue(
+@pytest.mark.anyio
+async def test_claim_moves_starting_to_running_with_worker_and_queue(
     stack: Stack, make_worker: WorkerFactory, worker_queue: str
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
     worker = make_worker(worker_queue)
     agent = Agent()
 
-    async def scenario() -> None:
-        task = await worker.start(CONVERSATION, agent)
-        await asyncio.sleep(0)
-        assert not task.done()
-        assert worker.running == {CONVERSATION}
-        await worker.aclose()
-
-    run(scenario())
+    task = await worker.start(CONVERSATION, agent)
+    await asyncio.sleep(0)
+    assert not task.done()
+    assert worker.running == {CONVERSATION}
+    await worker.aclose()
 
     record = read_record(stack, CONVERSATION)
     assert record is not None
@@ -105,7 +72,8 @@ def test_claim_moves_starting_to_running_with_worker_and_queue(
 
 
 @pytest.mark.parametrize("status", ["STOPPED", None])
-def test_a_claim_on_a_stopped_or_unknown_conversation_fails_and_no_loop_starts(
+@pytest.mark.anyio
+async def test_a_claim_on_a_stopped_or_unknown_conversation_fails_and_no_loop_starts(
     stack: Stack, make_worker: WorkerFactory, status: str | None
 ) -> None:
     if status:
@@ -114,7 +82,7 @@ def test_a_claim_on_a_stopped_or_unknown_conversation_fails_and_no_loop_starts(
     agent = Agent()
 
     with pytest.raises(ClaimRejected) as rejected:
-        run(worker.start(CONVERSATION, agent))
+        await worker.start(CONVERSATION, agent)
 
     assert rejected.value.status == status
     assert agent.runs == []
@@ -146,7 +114,8 @@ def test_a_conversation_running_elsewhere_is_refused_but_our_own_claim_can_be_re
     assert refused.record.worker_id == "a"
 
 
-def test_a_stop_that_arrives_while_claiming_wins(
+@pytest.mark.anyio
+async def test_a_stop_that_arrives_while_claiming_wins(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     """Claim written, cancel routed here and received before the loop exists: no loop."""
@@ -163,17 +132,15 @@ def test_a_stop_that_arrives_while_claiming_wins(
     worker = make_worker(table=SlowAnswer(dynamodb_client(), stack.table_name))
     agent = Agent()
 
-    async def scenario() -> list[Outcome]:
-        starting = asyncio.create_task(worker.start(CONVERSATION, agent))
-        await asyncio.to_thread(claimed.wait, 5)
-        service.stop(CONVERSATION, "req-early")
-        outcomes = await worker.poll_once()
-        proceed.set()
-        with pytest.raises(ClaimRejected):
-            await starting
-        return outcomes
+    starting = asyncio.create_task(worker.start(CONVERSATION, agent))
+    await asyncio.to_thread(claimed.wait, 5)
+    service.stop(CONVERSATION, "req-early")
+    outcomes = await worker.poll_once()
+    proceed.set()
+    with pytest.raises(ClaimRejected):
+        await starting
 
-    assert run(scenario()) == [Outcome.STOPPED_BEFORE_START]
+    assert outcomes == [Outcome.STOPPED_BEFORE_START]
     assert agent.runs == []
     assert queue_depth(stack, stack.queue_url) == (0, 0)
 
@@ -181,7 +148,8 @@ def test_a_stop_that_arrives_while_claiming_wins(
 # -- cancel --------------------------------------------------------------------------------
 
 
-def test_a_cancel_stops_the_loop_then_deletes_its_message(
+@pytest.mark.anyio
+async def test_a_cancel_stops_the_loop_then_deletes_its_message(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -192,16 +160,12 @@ def test_a_cancel_stops_the_loop_then_deletes_its_message(
     agent = Agent()
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
 
-    async def scenario() -> tuple[list[Outcome], bool, bool]:
-        task = await worker.start(CONVERSATION, agent)
-        other = await worker.start("other", agent)
-        service.stop(CONVERSATION, "req-42")
-        outcomes = await worker.poll_once()
-        result = (outcomes, task.cancelled(), other.done())
-        await worker.aclose()
-        return result
-
-    outcomes, cancelled, other_done = run(scenario())
+    task = await worker.start(CONVERSATION, agent)
+    other = await worker.start("other", agent)
+    service.stop(CONVERSATION, "req-42")
+    outcomes = await worker.poll_once()
+    cancelled, other_done = task.cancelled(), other.done()
+    await worker.aclose()
 
     assert outcomes == [Outcome.STOPPED]
     assert cancelled
@@ -220,7 +184,8 @@ def test_a_cancel_stops_the_loop_then_deletes_its_message(
     assert line["stop_to_stopped_ms"] >= 0
 
 
-def test_duplicate_cancels_are_harmless(
+@pytest.mark.anyio
+async def test_duplicate_cancels_are_harmless(
     stack: Stack,
     make_worker: WorkerFactory,
     standard_queue: str,
@@ -232,19 +197,15 @@ def test_duplicate_cancels_are_harmless(
     agent = Agent()
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
 
-    async def scenario() -> tuple[list[Outcome], list[Outcome]]:
-        await worker.start(CONVERSATION, agent)
-        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
-        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
-        first = await worker.poll_once()
-        while len(first) < 2:  # a standard queue may deliver them in two receives
-            first += await worker.poll_once()
-        send_raw(stack, standard_queue, cancel_for(CONVERSATION))
-        later = await worker.poll_once()
-        await worker.aclose()
-        return first, later
-
-    first, later = run(scenario())
+    await worker.start(CONVERSATION, agent)
+    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+    first = await worker.poll_once()
+    while len(first) < 2:  # a standard queue may deliver them in two receives
+        first += await worker.poll_once()
+    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+    later = await worker.poll_once()
+    await worker.aclose()
 
     assert sorted(first) == sorted([Outcome.STOPPED, Outcome.DUPLICATE])
     assert later == [Outcome.DUPLICATE]
@@ -253,21 +214,18 @@ def test_duplicate_cancels_are_harmless(
     assert queue_depth(stack, standard_queue) == (0, 0)
 
 
-def test_a_cancel_for_a_conversation_not_run_here_is_deleted_as_handled(
+@pytest.mark.anyio
+async def test_a_cancel_for_a_conversation_not_run_here_is_deleted_as_handled(
     stack: Stack, make_worker: WorkerFactory, worker_queue: str
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
     worker = make_worker(worker_queue)
 
-    async def scenario() -> tuple[list[Outcome], bool]:
-        task = await worker.start(CONVERSATION, Agent())
-        send_raw(stack, worker_queue, cancel_for("someone-elses"))
-        outcomes = await worker.poll_once()
-        still_running = not task.done()
-        await worker.aclose()
-        return outcomes, still_running
-
-    outcomes, still_running = run(scenario())
+    task = await worker.start(CONVERSATION, Agent())
+    send_raw(stack, worker_queue, cancel_for("someone-elses"))
+    outcomes = await worker.poll_once()
+    still_running = not task.done()
+    await worker.aclose()
 
     assert outcomes == [Outcome.NOT_OURS]
     assert still_running
@@ -284,21 +242,18 @@ def test_a_cancel_for_a_conversation_not_run_here_is_deleted_as_handled(
         '"request_id": "r", "requested_at": "2026-01-01T00:00:00Z"}',
     ],
 )
-def test_an_unparsable_message_is_left_for_the_redrive(
+@pytest.mark.anyio
+async def test_an_unparsable_message_is_left_for_the_redrive(
     stack: Stack, make_worker: WorkerFactory, body: str
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
     worker = make_worker()
 
-    async def scenario() -> tuple[list[Outcome], bool]:
-        task = await worker.start(CONVERSATION, Agent())
-        send_raw(stack, stack.queue_url, body)
-        outcomes = await worker.poll_once()
-        still_running = not task.done()
-        await worker.aclose()
-        return outcomes, still_running
-
-    outcomes, still_running = run(scenario())
+    task = await worker.start(CONVERSATION, Agent())
+    send_raw(stack, stack.queue_url, body)
+    outcomes = await worker.poll_once()
+    still_running = not task.done()
+    await worker.aclose()
 
     assert outcomes == [Outcome.UNPARSABLE]
     assert still_running
@@ -308,7 +263,8 @@ def test_an_unparsable_message_is_left_for_the_redrive(
 # -- backstop ------------------------------------------------------------------------------
 
 
-def test_the_backstop_stops_a_loop_whose_cancel_was_lost(
+@pytest.mark.anyio
+async def test_the_backstop_stops_a_loop_whose_cancel_was_lost(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -319,18 +275,14 @@ def test_the_backstop_stops_a_loop_whose_cancel_was_lost(
     agent = Agent()
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
 
-    async def scenario() -> tuple[list[Outcome], list[Outcome], bool, bool]:
-        task = await worker.start(CONVERSATION, agent)
-        other = await worker.start("still-running", agent)
-        service.stop(CONVERSATION, "req-lost")
-        drain_queue(stack)  # the cancel is lost
-        found = await worker.backstop_once()
-        again = await worker.backstop_once()
-        result = (found, again, task.cancelled(), other.done())
-        await worker.aclose()
-        return result
-
-    found, again, cancelled, other_done = run(scenario())
+    task = await worker.start(CONVERSATION, agent)
+    other = await worker.start("still-running", agent)
+    service.stop(CONVERSATION, "req-lost")
+    drain_queue(stack)  # the cancel is lost
+    found = await worker.backstop_once()
+    again = await worker.backstop_once()
+    cancelled, other_done = task.cancelled(), other.done()
+    await worker.aclose()
 
     assert found == [Outcome.STOPPED]
     assert again == []  # nothing left to stop: the stopped loop is no longer read
@@ -342,7 +294,8 @@ def test_the_backstop_stops_a_loop_whose_cancel_was_lost(
     assert isinstance(line["requested_at"], datetime)
 
 
-def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
+@pytest.mark.anyio
+async def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     """``async with``: polling and backstop in the background, and a clean close."""
@@ -355,21 +308,16 @@ def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
     worker = make_worker(own, wait_time_seconds=1, backstop_seconds=0.2, backstop_grace_seconds=0.5)
     agent = Agent()
 
-    async def scenario() -> None:
-        async with worker:
-            by_queue = await worker.start("by-queue", agent)
-            by_backstop = await worker.start("by-backstop", agent)
-            await worker.start("left", agent)
-            service.stop("by-queue", "r1")
-            service.stop("by-backstop", "r2")
-            drain_queue(stack)
-            send_raw(stack, own, cancel_for("by-queue"), dedup="again")
-            await asyncio.wait_for(
-                asyncio.gather(by_queue, by_backstop, return_exceptions=True), 10
-            )
-        assert worker.running == frozenset()
-
-    run(scenario())
+    async with worker:
+        by_queue = await worker.start("by-queue", agent)
+        by_backstop = await worker.start("by-backstop", agent)
+        await worker.start("left", agent)
+        service.stop("by-queue", "r1")
+        service.stop("by-backstop", "r2")
+        drain_queue(stack)
+        send_raw(stack, own, cancel_for("by-queue"), dedup="again")
+        await asyncio.wait_for(asyncio.gather(by_queue, by_backstop, return_exceptions=True), 10)
+    assert worker.running == frozenset()
 
     assert sorted(agent.cleanups) == ["by-backstop", "by-queue", "left"]
     rows = {cid: read_record(stack, cid) or {} for cid in ("by-queue", "by-backstop", "left")}
@@ -393,13 +341,14 @@ def test_a_poll_that_returns_after_shutdown_hands_its_messages_back(
     assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again at once
 
 
-def test_the_worker_calls_only_what_its_iam_policy_allows(
+@pytest.mark.anyio
+async def test_the_worker_calls_only_what_its_iam_policy_allows(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING", "lost": "STARTING", "gone": "STOPPED"})
     worker = make_worker()
 
-    async def scenario() -> None:
+    with AwsCallCounter() as counter:
         with pytest.raises(ClaimRejected):
             await worker.start("gone", Agent())
         await worker.start(CONVERSATION, Agent())
@@ -414,9 +363,6 @@ def test_the_worker_calls_only_what_its_iam_policy_allows(
         worker.shutdown()
         await asyncio.to_thread(worker._pollers[0].receive_unless_closing, 0)
         await worker.aclose()
-
-    with AwsCallCounter() as counter:
-        run(scenario())
 
     worker_calls = {name for name in counter.calls if name not in _stop_route_calls()}
     assert worker_calls <= WORKER_OPERATIONS
@@ -434,7 +380,8 @@ def _stop_route_calls() -> set[str]:
     return {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
 
 
-def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
+@pytest.mark.anyio
+async def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
     stack: Stack,
     make_worker: WorkerFactory,
     service: StopService,
@@ -450,15 +397,11 @@ def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
         except asyncio.CancelledError:
             await asyncio.sleep(0.5)  # a cleanup that outlives the bound
 
-    async def scenario() -> tuple[list[Outcome], bool]:
-        task = await worker.start(CONVERSATION, slow_to_stop)
-        service.stop(CONVERSATION, "r")
-        outcomes = await worker.poll_once()
-        done_when_deleted = task.done()
-        await asyncio.wait({task})
-        return outcomes, done_when_deleted
-
-    outcomes, done_when_deleted = run(scenario())
+    task = await worker.start(CONVERSATION, slow_to_stop)
+    service.stop(CONVERSATION, "r")
+    outcomes = await worker.poll_once()
+    done_when_deleted = task.done()
+    await asyncio.wait({task})
 
     assert outcomes == [Outcome.STOPPED]
     assert not done_when_deleted
@@ -467,7 +410,8 @@ def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
     assert line["cleanup_completed"] is False
 
 
-def test_the_backstop_still_stops_loops_when_the_queue_fails(
+@pytest.mark.anyio
+async def test_the_backstop_still_stops_loops_when_the_queue_fails(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
@@ -475,15 +419,13 @@ def test_the_backstop_still_stops_loops_when_the_queue_fails(
     worker = make_worker(missing_queue, wait_time_seconds=1, backstop_seconds=0.2)
     agent = Agent()
 
-    async def scenario() -> None:
-        async with worker:
-            task = await worker.start(CONVERSATION, agent)
-            # The claim's queue is not one the route may send to: the cancel goes to the
-            # stack's queue instead, which this worker does not read.
-            service.stop(CONVERSATION, "r")
-            await asyncio.wait_for(asyncio.wait({task}), 10)
+    async with worker:
+        task = await worker.start(CONVERSATION, agent)
+        # The claim's queue is not one the route may send to: the cancel goes to the
+        # stack's queue instead, which this worker does not read.
+        service.stop(CONVERSATION, "r")
+        await asyncio.wait_for(asyncio.wait({task}), 10)
 
-    run(scenario())
     assert [c["sid"] for c in drain_queue(stack)] == [CONVERSATION]
 
     assert agent.cleanups == [CONVERSATION]

@@ -15,8 +15,7 @@ from openhands_stop.worker import Outcome, Worker
 
 from local.emulation import Stack, load_template, seed
 from tests.support import AwsCallCounter, read_record
-from tests.worker.conftest import WorkerFactory, run
-from tests.worker.test_worker import Agent, cancel_for, send_raw
+from tests.worker.support import Agent, WorkerFactory, cancel_for, send_raw
 
 
 def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
@@ -40,22 +39,20 @@ def attributes(stack: Stack, url: str) -> dict[str, str]:
     return found
 
 
-def test_a_fleet_worker_makes_its_own_queue_routes_its_runs_there_and_deletes_it(
+@pytest.mark.anyio
+async def test_a_fleet_worker_makes_its_own_queue_routes_its_runs_there_and_deletes_it(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {"mine": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 
-    async def scenario() -> tuple[str, list[Outcome]]:
-        await worker.open()
-        own = worker.cancel_queue_url
-        await worker.start("mine", Agent())
-        service.stop("mine", "r")
-        outcomes = await worker.poll_once()
-        await worker.aclose()
-        return own, outcomes
+    await worker.open()
+    own = worker.cancel_queue_url
+    await worker.start("mine", Agent())
+    service.stop("mine", "r")
+    outcomes = await worker.poll_once()
+    await worker.aclose()
 
-    own, outcomes = run(scenario())
     assert own.rsplit("/", 1)[1].startswith(stack.worker_queue_prefix)
     assert own.endswith(".fifo")
     assert outcomes == [Outcome.STOPPED]
@@ -63,7 +60,8 @@ def test_a_fleet_worker_makes_its_own_queue_routes_its_runs_there_and_deletes_it
     assert queues_under_prefix(stack) == []  # a clean shutdown leaves nothing behind
 
 
-def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewritten(
+@pytest.mark.anyio
+async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewritten(
     stack: Stack, make_worker: WorkerFactory
 ) -> None:
     sqs = stack.client("sqs")
@@ -87,11 +85,9 @@ def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewritten(
     )
     worker = fleet_worker(make_worker, stack)
 
-    async def scenario() -> str:
-        await worker.open()
-        return worker.cancel_queue_url
+    await worker.open()
+    own = worker.cancel_queue_url
 
-    own = run(scenario())
     mine = attributes(stack, own)
     theirs = attributes(stack, stack.queue_url)
     assert mine["FifoQueue"] == "true"
@@ -104,7 +100,8 @@ def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewritten(
     assert abs(float(tags[HEARTBEAT_TAG]) - time.time()) < 60
 
 
-def test_a_crashed_workers_queue_is_swept_and_a_live_ones_is_kept(
+@pytest.mark.anyio
+async def test_a_crashed_workers_queue_is_swept_and_a_live_ones_is_kept(
     stack: Stack, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     sqs = stack.client("sqs")
@@ -124,57 +121,53 @@ def test_a_crashed_workers_queue_is_swept_and_a_live_ones_is_kept(
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
     worker = fleet_worker(make_worker, stack, orphan_queue_seconds=600)
 
-    async def scenario() -> str:
-        await worker.open()  # every worker sweeps at start, and after each heartbeat
-        return worker.cancel_queue_url
+    await worker.open()  # every worker sweeps at start, and after each heartbeat
+    own = worker.cancel_queue_url
 
-    own = run(scenario())
     assert sorted(queues_under_prefix(stack)) == sorted([alive, untagged, own])
     [swept] = [r.fields for r in caplog.records if r.getMessage() == "orphan_queue_deleted"]  # type: ignore[attr-defined]
     assert swept["queue_url"] == crashed
     assert crashed not in queues_under_prefix(stack)
 
 
-def test_a_queue_swept_while_its_worker_hung_is_made_again(
+@pytest.mark.anyio
+async def test_a_queue_swept_while_its_worker_hung_is_made_again(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {"after": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 
-    async def scenario() -> tuple[str, str, list[Outcome]]:
-        await worker.open()
-        first = worker.cancel_queue_url
-        stack.client("sqs").delete_queue(QueueUrl=first)
-        assert worker._own_queue is not None
-        await worker._own_queue.beat()
-        second = worker.cancel_queue_url
-        await worker.start("after", Agent())
-        service.stop("after", "r")
-        return first, second, await worker.poll_once()
+    await worker.open()
+    first = worker.cancel_queue_url
+    stack.client("sqs").delete_queue(QueueUrl=first)
+    assert worker._own_queue is not None
+    await worker._own_queue.beat()
+    second = worker.cancel_queue_url
+    await worker.start("after", Agent())
+    service.stop("after", "r")
+    outcomes = await worker.poll_once()
 
-    first, second, outcomes = run(scenario())
     assert second != first
     assert outcomes == [Outcome.STOPPED]
 
 
-def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_runs(
+@pytest.mark.anyio
+async def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_runs(
     stack: Stack, make_worker: WorkerFactory
 ) -> None:
     """Cancels whose run's queue was unknown or gone land on the stack's queue."""
     seed(stack, {"here": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 
-    async def scenario() -> list[Outcome]:
-        await worker.start("here", Agent())
-        run_id = worker.run_id("here")
-        body = json.loads(cancel_for("here"))
-        send_raw(stack, stack.queue_url, json.dumps({**body, "run_id": run_id}), "a")
-        send_raw(stack, stack.queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
-        outcomes = await worker.poll_shared_once(0)
-        await worker.aclose()
-        return sorted(outcomes)
+    await worker.start("here", Agent())
+    run_id = worker.run_id("here")
+    body = json.loads(cancel_for("here"))
+    send_raw(stack, stack.queue_url, json.dumps({**body, "run_id": run_id}), "a")
+    send_raw(stack, stack.queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
+    outcomes = await worker.poll_shared_once(0)
+    await worker.aclose()
 
-    assert run(scenario()) == sorted([Outcome.STOPPED, Outcome.NOT_OURS])
+    assert sorted(outcomes) == sorted([Outcome.STOPPED, Outcome.NOT_OURS])
 
 
 def test_a_prefix_too_long_for_a_queue_name_is_refused() -> None:
@@ -182,7 +175,8 @@ def test_a_prefix_too_long_for_a_queue_name_is_refused() -> None:
         WorkerQueues(long_poll_sqs_client(), "https://q", "x" * 70)
 
 
-def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows(
+@pytest.mark.anyio
+async def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     """Every operation, through the whole lifecycle, against the policy the stack deploys."""
@@ -193,7 +187,7 @@ def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows(
     seed(stack, {"stopped": "STARTING", "backstopped": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 
-    async def scenario() -> None:
+    with AwsCallCounter() as counter:
         await worker.register("new")
         await worker.start("stopped", Agent())
         await worker.start("backstopped", Agent())
@@ -206,9 +200,6 @@ def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows(
         await worker._own_queue.beat()
         await worker._own_queue.sweep()
         await worker.aclose()
-
-    with AwsCallCounter() as counter:
-        run(scenario())
     route = {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
     used = {
         f"{name.split('.')[0]}:{name.split('.')[1]}" for name in counter.calls if name not in route

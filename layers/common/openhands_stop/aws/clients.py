@@ -1,11 +1,13 @@
 """botocore clients built once per process, with retries and timeouts chosen on purpose.
 
-Standard retry mode with 3 attempts in all (botocore's ``max_attempts`` counts retries, so
-``total_max_attempts`` it is) and 0.5 s connect / 0.7 s read timeouts: the worst case of one
-call, backoff included (throttling backs off 1 s then 2 s), is about 4.5 s, so a warm stop's
-write and send together stay inside the function's 10 s timeout and a slow dependency becomes
-a 503 with ``Retry-After`` rather than a Lambda timeout. ``AWS_ENDPOINT_URL`` (read by botocore
-itself) points every client at a local emulation.
+Standard retry mode with a bounded number of attempts in all (``total_max_attempts``:
+botocore's ``max_attempts`` counts retries) and short connect and read timeouts, so that the
+worst case of a warm stop, its write and its send each failing every attempt with backoff,
+fits inside the function's timeout: a slow dependency becomes a 503 with ``Retry-After``
+rather than a Lambda timeout. ``CLIENT_CONFIG`` is the one source of those numbers;
+tests/reliability/test_retry_budget.py and tests/template/test_template.py derive the worst
+case from it and compare it with template.yaml's ``Timeout``. ``AWS_ENDPOINT_URL`` (read by
+botocore itself) points every client at a local emulation.
 
 Client-side parameter validation is off (measured in the README's Performance section): our
 adapters build every request from fixed shapes and AWS validates each request anyway (a bad

@@ -32,8 +32,7 @@ from openhands_stop.domain import DependencyFailure
 from openhands_stop.domain.close_session import StopResult
 
 SERVICE = "stop-conversation"
-SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
-NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+"""The service's name: the ``service`` of every line and the metrics' one dimension."""
 DEFAULT_NAMESPACE = "OpenHands/StopConversation"
 TRACE_DISABLED_ENV = "POWERTOOLS_TRACE_DISABLED"
 
@@ -59,6 +58,14 @@ _DEPENDENCY_FAILURE = (Metric.DEPENDENCY_FAILURE,)
 # Our lines are flat dicts we build ourselves: no cycles to watch for.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, check_circular=False)
 _cold_start = [True]  # until the process's first request line is written
+_identity = {"service": SERVICE, "namespace": DEFAULT_NAMESPACE}
+
+
+def configure(service: str, namespace: str) -> None:
+    """Name the service and the metrics' namespace, once, at init (``wiring.build_service``,
+    from the settings): nothing is read from the environment per request."""
+    _identity["service"] = service
+    _identity["namespace"] = namespace
 
 
 def record_stop(result: StopResult, request_id: str, lambda_request_id: str | None) -> None:
@@ -143,13 +150,11 @@ def _write(
     lambda_request_id: str | None,
     **fields: object,
 ) -> None:
-    service = os.environ.get(SERVICE_ENV) or SERVICE
-    line: dict[str, object] = {"level": level, "message": message, "service": service}
+    line: dict[str, object] = {"level": level, "message": message, "service": _identity["service"]}
     if metrics:
-        namespace = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
         line["_aws"] = {
             "Timestamp": time.time_ns() // 1_000_000,
-            "CloudWatchMetrics": _directive(namespace, metrics),
+            "CloudWatchMetrics": _directive(_identity["namespace"], metrics),
         }
         for metric in metrics:
             line[metric.value] = 1
@@ -193,6 +198,6 @@ def _traced(handler: Handler) -> Handler:
     # a stop, and keep traces small).
     from aws_lambda_powertools import Tracer  # noqa: PLC0415 - only a traced deployment loads it
 
-    tracer = Tracer(service=os.environ.get(SERVICE_ENV, SERVICE))
+    tracer = Tracer(service=_identity["service"])
     traced: Handler = tracer.capture_lambda_handler(handler, capture_response=False)
     return traced

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
+from openhands_stop.edge.observability import DEFAULT_NAMESPACE, SERVICE
 from openhands_stop.settings import StackResources
 
 
@@ -28,6 +29,11 @@ class Settings(StackResources):
         alias="CANCEL_RESEND_WINDOW_SECONDS", default=120, ge=0
     )
     retry_after_seconds: int = Field(alias="RETRY_AFTER_SECONDS", default=1, ge=1)
+    # Read once at init, by Powertools' names for them (template.yaml sets both).
+    service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME", default=SERVICE, min_length=1)
+    metrics_namespace: str = Field(
+        alias="POWERTOOLS_METRICS_NAMESPACE", default=DEFAULT_NAMESPACE, min_length=1
+    )
 
     @property
     def cancel_resend_window(self) -> timedelta:

@@ -18,13 +18,13 @@ from openhands_stop.aws.session_key import SecretsManagerKeySource, SecretVersio
 from openhands_stop.domain.models import utc_now
 from openhands_stop.edge import session_key as session_key_module
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.session_key import SessionKeyVerifier
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
-from tests.reliability.conftest import Evidence
 from tests.reliability.profile import HYPOTHESIS
+from tests.reliability.support import Evidence, rotate_key, stop_event
 from tests.support import AwsCallCounter
 
 WRONG_KEY_REQUESTS = 10_000
@@ -133,18 +133,14 @@ def test_comparison_path_evidence(monkeypatch: pytest.MonkeyPatch, evidence: Evi
     )
 
 
-def _rotate(stack: Stack, new_key: str) -> None:
-    stack.client("secretsmanager").put_secret_value(SecretId=stack.secret_id, SecretString=new_key)
-
-
 def test_rotation_grace_and_new_key_without_restart(stack: Stack, evidence: Evidence) -> None:
     clock = Clock()
     old, new = "old-key-" + "o" * 24, "new-key-" + "n" * 24
-    _rotate(stack, old)
+    rotate_key(stack, old)
     verifier = _verifier(SecretsManagerKeySource(secretsmanager_client(), stack.secret_id), clock)
     assert verifier.verify(old)
 
-    _rotate(stack, new)  # AWSCURRENT -> new, AWSPREVIOUS -> old
+    rotate_key(stack, new)  # AWSCURRENT -> new, AWSPREVIOUS -> old
     clock.advance(20)  # past KEY_REFRESH_MIN_SECONDS, well within the 300 s cache
     assert verifier.verify(new)  # refresh on a miss: no restart
     assert verifier.verify(old)  # AWSPREVIOUS, inside the grace period
@@ -167,7 +163,7 @@ def test_rotation_over_http_with_real_clocks(stack: Stack, evidence: Evidence) -
     seed(stack, {"c1": "RUNNING", "c2": "RUNNING", "c3": "RUNNING", "c4": "RUNNING"})
     env = {**stack.function_environment(), "KEY_REFRESH_MIN_SECONDS": "0"}
     old, new = "old-http-key-" + "o" * 20, "new-http-key-" + "n" * 20
-    _rotate(stack, old)
+    rotate_key(stack, old)
     graceful = build_service(Settings.from_environment(env))
     # An instance only learns of a rotation when it refreshes: this one refreshes on every
     # request (a warm one would keep accepting the old key until its KEY_CACHE_SECONDS end).
@@ -186,7 +182,7 @@ def test_rotation_over_http_with_real_clocks(stack: Stack, evidence: Evidence) -
 
     assert stop(graceful, "c1", old) == 200
     assert stop(strict, "c1", old) == 200
-    _rotate(stack, new)
+    rotate_key(stack, new)
     statuses = {
         "new (grace 3600 s)": stop(graceful, "c2", new),
         "old (grace 3600 s)": stop(graceful, "c3", old),
@@ -214,7 +210,7 @@ def test_wrong_keys_cannot_flood_secrets_manager(
     started = time.monotonic()
     statuses: set[int] = set()
     for n in range(WRONG_KEY_REQUESTS):
-        event = _event(f"conv-{n % 100}", f"wrong-key-{n}")
+        event = stop_event(f"conv-{n % 100}", f"wrong-key-{n}")
         statuses.add(lambda_handler(event)["statusCode"])
     elapsed = time.monotonic() - started
     fetches = aws_calls.calls["secretsmanager.GetSecretValue"]
@@ -230,36 +226,3 @@ def test_wrong_keys_cannot_flood_secrets_manager(
         f"all 401 in {elapsed:.1f} s; {fetches} GetSecretValue calls (bound {bound}: cold "
         f"fetch + 1 per KEY_REFRESH_MIN_SECONDS); 0 DynamoDB/SQS calls",
     )
-
-
-def _event(cid: str, key: str | None, **overrides: Any) -> dict[str, Any]:
-    headers = {"content-length": "0", "host": "api.example.com"}
-    if key is not None:
-        headers["x-session-api-key"] = key
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "POST /api/conversations/{conversation_id}/stop",
-        "rawPath": f"/api/conversations/{cid}/stop",
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "api.example.com",
-            "http": {
-                "method": "POST",
-                "path": f"/api/conversations/{cid}/stop",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.10",
-                "userAgent": "test",
-            },
-            "requestId": "req",
-            "routeKey": "POST /api/conversations/{conversation_id}/stop",
-            "stage": "$default",
-            "time": "29/Nov/2026:21:30:00 +0000",
-            "timeEpoch": 1795987800000,
-        },
-        "isBase64Encoded": False,
-    }
-    event.update(overrides)
-    return event

@@ -1,0 +1,80 @@
+"""Helpers for the worker tests: queues, messages, an agent loop that records its runs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from openhands_stop.domain.models import CancelMessage, utc_now
+from openhands_stop.worker import Worker
+
+from local.emulation import Stack
+
+WORKER_ID = "worker-test-1"
+
+WorkerFactory = Callable[..., Worker]
+"""The ``make_worker`` fixture: a worker on a queue (the stack's unless given), settings
+overridden by keyword."""
+
+
+def queue_depth(stack: Stack, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages on the queue: deleted ones count in neither."""
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def create_queue(stack: Stack, *, fifo: bool) -> str:
+    name = f"{stack.worker_queue_prefix}{uuid.uuid4().hex[:8]}"
+    attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
+    url: str = stack.client("sqs").create_queue(
+        QueueName=f"{name}.fifo" if fifo else name, Attributes=attributes
+    )["QueueUrl"]
+    return url
+
+
+@dataclass
+class Agent:
+    """An agent loop that runs until cancelled and records its start and its cleanup."""
+
+    runs: list[str] = field(default_factory=list)
+    cleanups: list[str] = field(default_factory=list)
+
+    async def __call__(self, conversation_id: str) -> None:
+        self.runs.append(conversation_id)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cleanups.append(conversation_id)
+
+
+def send_raw(stack: Stack, queue_url: str, body: str, dedup: str = "d") -> None:
+    extra: dict[str, Any] = (
+        {"MessageGroupId": dedup, "MessageDeduplicationId": dedup}
+        if queue_url.endswith(".fifo")
+        else {}
+    )
+    stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, **extra)
+
+
+def cancel_for(conversation_id: str, stop_id: str = "stop-1") -> str:
+    return CancelMessage(
+        sid=conversation_id, stop_id=stop_id, request_id="req-1", requested_at=utc_now()
+    ).model_dump_json()
+
+
+def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "openhands_stop.worker" and r.getMessage() == "conversation_stopped"
+    ]
