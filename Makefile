@@ -24,7 +24,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: help install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast bench bench-smoke rotate-key smoke
+	reliability reliability-fast fleet bench bench-smoke rotate-key smoke
 
 install: $(STAMP)
 
@@ -99,6 +99,9 @@ reliability: install ## faults, races, hostile input, key, a 10,000-stop load: w
 
 reliability-fast: install ## the part pytest does not run: a bounded 500-stop load; table to stdout
 	$(BIN)/python -m local.reliability --fast --load-only
+
+fleet: install ## 8 workers, 400 conversations stopped and restarted, one SIGKILL: docs/reliability.md's fleet section
+	$(BIN)/python -m local.fleet --output docs/reliability.md
 
 bench: install ## our function against two peers, side by side: the table in the README
 	$(BIN)/python -m benchmarks.run

@@ -26,6 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from local.emulation import ROOT
+from local.fleet import existing_section, splice_section
 from local.load import RSS_GROWTH_LIMIT_MB, LoadResult, run_load
 
 FULL_LOAD = {"stops": 10_000, "conversations": 1_000, "clients": 8, "max_seconds": 900.0}
@@ -283,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        previous = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        if (fleet := existing_section(previous)) is not None:
+            document = splice_section(document, fleet)  # `make fleet` writes that one
         args.output.write_text(document, encoding="utf-8")
         print(f"wrote {args.output}")
     else:

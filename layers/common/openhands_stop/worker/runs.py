@@ -307,8 +307,10 @@ class Runs:
         for run in left:
             self._forget(run, None)
         await asyncio.gather(*(self._record_end(run, RunEnd.WORKER_SHUTDOWN) for run in left))
-        if self._bookkeeping:
-            await asyncio.wait(set(self._bookkeeping), timeout=self.cleanup_timeout_seconds)
+        # Stops already under way finish too: their loop is stopped, and the row must say so.
+        pending = {*self._bookkeeping, *self._stopping.values()}
+        if pending:
+            await asyncio.wait(pending, timeout=self.cleanup_timeout_seconds)
         return len(left)
 
     async def _halt(self, run: Run) -> bool:
