@@ -60,12 +60,21 @@ rm -rf "$DEST"
 mkdir -p "$DEST/root" "$DEST/bin"
 for deb in *.deb; do dpkg-deb -x "$deb" "$DEST/root"; done
 ROOT=$DEST/root
+# --argv0 makes sys.executable this wrapper, not the bare binary (which the system's loader
+# cannot run), so whatever starts the interpreter again (compileall's and multiprocessing's
+# worker processes, subprocess.run([sys.executable, ...])) gets a working one. With DEST/lib
+# beside DEST/bin, the interpreter finds its standard library from there.
+ln -s root/usr/lib "$DEST/lib"
 cat > "$DEST/bin/python$VERSION" <<WRAPPER
 #!/bin/sh
 exec "$ROOT/usr/lib/$TRIPLET/$LOADER" --library-path "$ROOT/usr/lib/$TRIPLET" \\
-  "$ROOT/usr/bin/python$VERSION" "\$@"
+  --argv0 "$DEST/bin/python$VERSION" "$ROOT/usr/bin/python$VERSION" "\$@"
 WRAPPER
 chmod +x "$DEST/bin/python$VERSION"
+# Debian compiles the standard library's bytecode when the package is installed (py3compile
+# in its postinst), which unpacking skips; without it, every process run with -B (as the
+# benchmark runs them) would compile each stdlib module it imports from source.
+"$DEST/bin/python$VERSION" -m compileall -q -j 0 "$ROOT/usr/lib/python$VERSION" >/dev/null
 # It must run programs as the benchmark runs them (-S -P, code on PYTHONPATH), with the
 # extension modules botocore, urllib3, asyncio and pydantic's imports need.
 mkdir -p "$WORK/check"
@@ -76,4 +85,7 @@ import pyexpat, sqlite3
 hashlib.sha256(b"x").hexdigest()
 ssl.create_default_context()
 CHECK
-PYTHONPATH="$WORK/check" "$DEST/bin/python$VERSION" -S -P -c "import runtime_check, sys; assert '%d.%d' % sys.version_info[:2] == '$VERSION', sys.version; print('runtime-python:', sys.version.split()[0])"
+PYTHONPATH="$WORK/check" "$DEST/bin/python$VERSION" -S -P -c "import runtime_check, sys, subprocess
+assert '%d.%d' % sys.version_info[:2] == '$VERSION', sys.version
+subprocess.run([sys.executable, '-c', 'import ssl'], check=True)
+print('runtime-python:', sys.version.split()[0])"
