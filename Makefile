@@ -73,10 +73,11 @@ reliability: install ## faults, races, hostile input, key, a 10,000-stop load: w
 reliability-fast: install ## the part pytest does not run: a bounded 500-stop load; table to stdout
 	$(BIN)/python -m local.reliability --fast --load-only
 
-bench: install ## our function against two peers, side by side: the table in the README
-	$(BIN)/python -m benchmarks.run
+# BENCH_ARGS: e.g. --runs 3 --update-docs (docs/performance.md), or --python dev (this venv's 3.11).
+bench: install runtime-python ## our function against two peers on the Lambda runtime's CPython 3.13
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-bench-smoke: install ## the same with a few runs of each: CI checks that it runs, not its times
+bench-smoke: install runtime-python ## the same with a few runs of each: CI checks that it runs
 	$(BIN)/python -m benchmarks.run --smoke
 
 format: install
