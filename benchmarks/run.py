@@ -368,8 +368,9 @@ def main() -> None:
     for number in range(1, args.runs + 1):
         print(f"run {number} of {args.runs} on CPython {python.version}", file=sys.stderr)
         reports.append(measure(plan, python))
-        name = "smoke.json" if args.smoke else "latest.json"
-        (CACHE / name).write_text(json.dumps(reports[-1], indent=2), "utf-8")
+        name = "smoke" if args.smoke else "latest"
+        for path in (CACHE / f"{name}.json", CACHE / f"{name}-run-{number}.json"):
+            path.write_text(json.dumps(reports[-1], indent=2), "utf-8")
         print(report.table(reports[-1]), flush=True)
     runs = report.runs_table(reports)
     breakdown = report.import_breakdown(reports, stdlib_modules(python))
