@@ -103,10 +103,11 @@ reliability-fast: install ## the part pytest does not run: a bounded 500-stop lo
 fleet: install ## 8 workers, 400 conversations stopped and restarted, one SIGKILL: docs/reliability.md's fleet section
 	$(BIN)/python -m local.fleet --output docs/reliability.md
 
-bench: install ## our function against two peers, side by side: the table in the README
-	$(BIN)/python -m benchmarks.run
+# BENCH_ARGS: e.g. --runs 3 --update-docs (docs/performance.md), or --python dev (this venv's 3.11).
+bench: install runtime-python ## our function against two peers on the Lambda runtime's CPython 3.13
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-bench-smoke: install ## the same with a few runs of each: CI checks that it runs, not its times
+bench-smoke: install runtime-python ## the same with a few runs of each: CI checks that it runs
 	$(BIN)/python -m benchmarks.run --smoke
 
 help: ## this list
