@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,9 @@ from local.invoke import LambdaContext
 from tests.support import AwsCallCounter
 
 KEY = DEMO_SESSION_KEY
+
+# tests/openhands needs OpenHands, which lives in a venv of its own: `make test-openhands`.
+collect_ignore = [] if importlib.util.find_spec("openhands") else ["openhands"]
 
 
 @pytest.fixture(autouse=True)
