@@ -26,6 +26,9 @@ REGION = "us-east-1"
 TABLE_NAME = "conversations"
 QUEUE_NAME = "cancel.fifo"
 DEAD_LETTER_QUEUE_NAME = "cancel-dlq.fifo"
+WORKER_QUEUE_INFIX = "-worker-"
+"""Workers' queues are named ``<stack queue's name>-worker-<instance>.fifo``, as the
+template's ``WorkerQueuePrefix`` names them after the stack."""
 SECRET_NAME = "stop-conversation/session-api-key"  # noqa: S105 - a name, not a secret
 # A key for the emulation only, the same one the sample events carry. Never a real secret.
 DEMO_SESSION_KEY = "local-demo-session-key"
@@ -98,13 +101,16 @@ class Stack:
     queue_url: str
     dead_letter_queue_url: str
     secret_id: str
+    worker_queue_prefix: str
 
     def function_environment(self) -> dict[str, str]:
-        """The variables template.yaml gives the function, pointed at this emulation."""
+        """The variables template.yaml gives the function (and its workers: the same
+        table, queue and prefix), pointed at this emulation."""
         env = {
             **AWS_DUMMY_ENV,
             "CONVERSATIONS_TABLE_NAME": self.table_name,
             "CANCEL_QUEUE_URL": self.queue_url,
+            "WORKER_QUEUE_PREFIX": self.worker_queue_prefix,
             "SESSION_API_KEY_SECRET_ID": self.secret_id,
             "POWERTOOLS_SERVICE_NAME": "stop-conversation",
         }
@@ -150,7 +156,8 @@ def create_stack(
     if session_key is not None:
         secret_args["SecretString"] = session_key
     secret_arn = secrets.create_secret(**secret_args)["ARN"]
-    return Stack(endpoint_url, table_name, queue_url, dlq_url, secret_arn)
+    prefix = QUEUE_NAME.replace(".fifo", f"{suffix}{WORKER_QUEUE_INFIX}")
+    return Stack(endpoint_url, table_name, queue_url, dlq_url, secret_arn, prefix)
 
 
 def seed(stack: Stack, conversations: Mapping[str, str] = DEMO_CONVERSATIONS) -> None:

@@ -3,6 +3,7 @@ hold, and that a retry of the same stop, once the fault clears, finishes the job
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -326,12 +327,8 @@ def test_empty_or_deleted_secret_refuses_everyone(
             )
             service.verifier.forget()  # a new secret has a new ARN: an operator redeploys
             service = _service(
-                Stack(
-                    wire_stack.endpoint_url,
-                    wire_stack.table_name,
-                    wire_stack.queue_url,
-                    wire_stack.dead_letter_queue_url,
-                    wire_stack.secret_id.split(":")[-1].rsplit("-", 1)[0],
+                dataclasses.replace(
+                    wire_stack, secret_id=wire_stack.secret_id.split(":")[-1].rsplit("-", 1)[0]
                 ),
                 KEY_REFRESH_MIN_SECONDS="0",
             )

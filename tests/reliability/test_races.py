@@ -64,11 +64,13 @@ def test_fifty_concurrent_stops_make_one_transition_and_one_cancel(
 def claim(stack: Stack, cid: str, worker_id: str, queue_url: str) -> bool:
     """A worker's claim, the worker's own code: STARTING -> RUNNING, fails on STOPPED."""
     claims = DynamoClaimTable(stack.client("dynamodb"), stack.table_name)
-    return claims.claim(cid, worker_id=worker_id, cancel_queue_url=queue_url, now=utc_now()).claimed
+    return claims.claim(
+        cid, run_id=f"run-{cid}", worker_id=worker_id, cancel_queue_url=queue_url, now=utc_now()
+    ).claimed
 
 
 def _worker_queue(stack: Stack) -> str:
-    name = stack.queue_url.rsplit("/", 1)[1].replace("cancel", "worker")
+    name = f"{stack.worker_queue_prefix}races.fifo"
     url: str = stack.client("sqs").create_queue(QueueName=name, Attributes={"FifoQueue": "true"})[
         "QueueUrl"
     ]

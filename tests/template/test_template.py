@@ -17,6 +17,11 @@ from tests.template.cfn import evaluate
 from tests.template.conftest import offline_env, sam_tool
 
 STOP_ROUTE = "POST /api/conversations/{conversation_id}/stop"
+WORKER_QUEUE_PREFIX = "${AWS::StackName}-cancel-worker-"
+WORKER_QUEUES_ARN = (
+    "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + WORKER_QUEUE_PREFIX + "*"
+)
+ACCOUNT_QUEUES_ARN = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"
 
 
 def resources_of(deployed: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -158,8 +163,13 @@ def test_no_allow_statement_has_a_wildcard_action_or_resource(default: Any) -> N
         for action in as_list(statement["Action"]):
             assert "*" not in action, (source, statement)
         for resource in as_list(statement["Resource"]):
-            # A log group's ARN ends in ":*" (its streams); nothing else may hold a "*".
-            assert resource == "${FunctionLogGroup.Arn}" or "*" not in resource, (source, statement)
+            # A log group's ARN ends in ":*" (its streams); the workers' queues are the
+            # stack's prefix (ListQueues has no per-queue resource: the account's queues in
+            # this region); nothing else may hold a "*".
+            assert (
+                resource in ("${FunctionLogGroup.Arn}", WORKER_QUEUES_ARN, ACCOUNT_QUEUES_ARN)
+                or "*" not in resource
+            ), (source, statement)
     for role in resources_of(default, "AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role, "AWS managed policies grant on every resource"
 
@@ -172,7 +182,7 @@ def test_the_function_gets_one_statement_per_need(default: Any) -> None:
             ["${FunctionLogGroup.Arn}"],
         ),
         "StopConversation": (["dynamodb:UpdateItem"], ["${ConversationsTable.Arn}"]),
-        "SendCancel": (["sqs:SendMessage"], ["${CancelQueue.Arn}"]),
+        "SendCancel": (["sqs:SendMessage"], ["${CancelQueue.Arn}", WORKER_QUEUES_ARN]),
         "ReadSessionKey": (["secretsmanager:GetSecretValue"], ["${SessionApiKeySecret}"]),
     }
 
@@ -204,8 +214,23 @@ def test_worker_cancel_queues_are_added_to_send_message_only(transformed: dict[s
     queues = "arn:aws:sqs:us-east-1:111122223333:w1.fifo,arn:aws:sqs:us-east-1:111122223333:w2.fifo"
     deployed = evaluate(transformed, {"WorkerCancelQueueArns": queues})
     found = function_role_statements(deployed)
-    assert found["SendCancel"]["Resource"] == ["${CancelQueue.Arn}", *queues.split(",")]
+    assert found["SendCancel"]["Resource"] == [
+        "${CancelQueue.Arn}",
+        WORKER_QUEUES_ARN,
+        *queues.split(","),
+    ]
     assert found["SendCancel"]["Action"] == "sqs:SendMessage"
+    env = one(deployed, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
+    assert env["WORKER_CANCEL_QUEUE_ARNS"] == queues  # the code allows exactly these too
+
+
+def test_the_route_and_the_workers_share_one_worker_queue_prefix(default: Any) -> None:
+    """The prefix the code checks, the one IAM allows, and the one workers are told agree."""
+    env = one(default, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
+    assert env["WORKER_QUEUE_PREFIX"] == WORKER_QUEUE_PREFIX
+    assert default["Outputs"]["WorkerQueuePrefix"]["Value"] == WORKER_QUEUE_PREFIX
+    send = function_role_statements(default)["SendCancel"]
+    assert WORKER_QUEUES_ARN in send["Resource"]
 
 
 def test_tracing_adds_only_the_xray_write_statement(transformed: dict[str, Any]) -> None:
@@ -232,7 +257,7 @@ def test_the_worker_policy_grants_exactly_what_workers_need(default: Any) -> Non
         for s in policy["PolicyDocument"]["Statement"]
     }
     assert granted == {
-        "ReadAndUpdateConversations": (
+        "RunConversations": (
             ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
             ["${ConversationsTable.Arn}"],
         ),
@@ -245,6 +270,21 @@ def test_the_worker_policy_grants_exactly_what_workers_need(default: Any) -> Non
             ],
             ["${CancelQueue.Arn}"],
         ),
+        "OwnWorkerQueues": (
+            [
+                "sqs:ChangeMessageVisibility",
+                "sqs:CreateQueue",
+                "sqs:DeleteMessage",
+                "sqs:DeleteQueue",
+                "sqs:GetQueueAttributes",
+                "sqs:ListQueueTags",
+                "sqs:ReceiveMessage",
+                "sqs:SetQueueAttributes",
+                "sqs:TagQueue",
+            ],
+            [WORKER_QUEUES_ARN],
+        ),
+        "FindWorkerQueues": (["sqs:ListQueues"], [ACCOUNT_QUEUES_ARN]),
     }
     assert default["Outputs"]["AgentWorkerPolicyArn"]["Value"] == "${" + name + "}"
 

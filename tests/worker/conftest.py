@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from openhands_stop.domain.ports import ClaimTable
 from openhands_stop.worker import Worker, WorkerSettings
 
 from local.emulation import Stack
@@ -34,7 +35,7 @@ def queue_depth(stack: Stack, queue_url: str) -> tuple[int, int]:
 
 
 def create_queue(stack: Stack, *, fifo: bool) -> str:
-    name = f"worker-{uuid.uuid4().hex[:8]}"
+    name = f"{stack.worker_queue_prefix}{uuid.uuid4().hex[:8]}"
     attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
     url: str = stack.client("sqs").create_queue(
         QueueName=f"{name}.fifo" if fifo else name, Attributes=attributes
@@ -59,7 +60,9 @@ WorkerFactory = Callable[..., Worker]
 
 @pytest.fixture
 def make_worker(stack: Stack) -> WorkerFactory:
-    def make(queue_url: str | None = None, **overrides: Any) -> Worker:
+    def make(
+        queue_url: str | None = None, *, table: ClaimTable | None = None, **overrides: Any
+    ) -> Worker:
         settings = WorkerSettings.model_validate(
             {
                 "table_name": stack.table_name,
@@ -72,6 +75,6 @@ def make_worker(stack: Stack) -> WorkerFactory:
                 **overrides,
             }
         )
-        return Worker(settings)
+        return Worker(settings, table=table)
 
     return make

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
-from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import CancelMessage, utc_now
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import ClaimRejected, Outcome
@@ -93,11 +92,15 @@ def test_claim_moves_starting_to_running_with_worker_and_queue(
 
     record = read_record(stack, CONVERSATION)
     assert record is not None
-    assert record["status"] == "RUNNING"
+    # Claimed (version 1), then ended by the worker's shutdown (version 2): the table never
+    # says RUNNING for a loop that is gone.
+    assert record["status"] == "STOPPED"
+    assert record["loop_stopped_via"] == "worker_shutdown"
+    assert record["run_id"]
     assert record["worker_id"] == WORKER_ID
     assert record["cancel_queue_url"] == worker_queue
     assert record["claimed_at"]
-    assert record["version"] == "1"
+    assert record["version"] == "2"
     assert agent.runs == [CONVERSATION]
 
 
@@ -129,12 +132,15 @@ def test_a_conversation_running_elsewhere_is_refused_but_our_own_claim_can_be_re
     seed(stack, {CONVERSATION: "STARTING"})
     table = DynamoClaimTable(dynamodb_client(), stack.table_name)
 
-    def claim(worker_id: str) -> ClaimResult:
-        return table.claim(CONVERSATION, worker_id=worker_id, cancel_queue_url="q", now=utc_now())
+    def claim(worker_id: str, run_id: str) -> ClaimResult:
+        return table.claim(
+            CONVERSATION, run_id=run_id, worker_id=worker_id, cancel_queue_url="q", now=utc_now()
+        )
 
-    assert claim("a").claimed
-    assert claim("a").claimed  # our first answer was lost: the retry still succeeds
-    refused = claim("b")
+    assert claim("a", "run-a").claimed
+    assert claim("a", "run-a").claimed  # our first answer was lost: the retry still succeeds
+    assert not claim("a", "run-a2").claimed  # a second run of it, even here, is refused
+    refused = claim("b", "run-b")
     assert not refused.claimed
     assert refused.record is not None
     assert refused.record.worker_id == "a"
@@ -154,8 +160,7 @@ def test_a_stop_that_arrives_while_claiming_wins(
             proceed.wait(5)
             return result
 
-    worker = make_worker()
-    worker._table = SlowAnswer(dynamodb_client(), stack.table_name)
+    worker = make_worker(table=SlowAnswer(dynamodb_client(), stack.table_name))
     agent = Agent()
 
     async def scenario() -> list[Outcome]:
@@ -362,7 +367,13 @@ def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
     run(scenario())
 
     assert sorted(agent.cleanups) == ["by-backstop", "by-queue", "left"]
-    assert read_record(stack, "left")["status"] == "RUNNING"  # type: ignore[index]
+    rows = {cid: read_record(stack, cid) or {} for cid in ("by-queue", "by-backstop", "left")}
+    assert {cid: row.get("loop_stopped_via") for cid, row in rows.items()} == {
+        "by-queue": "queue",
+        "by-backstop": "backstop",
+        "left": "worker_shutdown",
+    }
+    assert {row["status"] for row in rows.values()} == {"STOPPED"}
     assert queue_depth(stack, stack.queue_url) == (0, 0)
 
 
@@ -373,7 +384,7 @@ def test_a_poll_that_returns_after_shutdown_hands_its_messages_back(
     send_raw(stack, stack.queue_url, cancel_for(CONVERSATION))
     worker.shutdown()
 
-    assert worker._receive_unless_closing(0) == []
+    assert worker._pollers[0].receive_unless_closing(0) == []
     assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again at once
 
 
@@ -396,7 +407,7 @@ def test_the_worker_calls_only_what_its_iam_policy_allows(
         await worker.backstop_once()
         send_raw(stack, stack.queue_url, cancel_for("x"), dedup="x")
         worker.shutdown()
-        await asyncio.to_thread(worker._receive_unless_closing, 0)
+        await asyncio.to_thread(worker._pollers[0].receive_unless_closing, 0)
         await worker.aclose()
 
     with AwsCallCounter() as counter:
@@ -455,17 +466,19 @@ def test_the_backstop_still_stops_loops_when_the_queue_fails(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
-    missing_queue = stack.queue_url.replace("cancel", "no-such-queue")
+    missing_queue = stack.queue_url.replace("/cancel", "/no-such-queue")
     worker = make_worker(missing_queue, wait_time_seconds=1, backstop_seconds=0.2)
     agent = Agent()
 
     async def scenario() -> None:
         async with worker:
             task = await worker.start(CONVERSATION, agent)
-            with pytest.raises(DependencyFailure):  # recorded STOPPED, then the send failed
-                service.stop(CONVERSATION, "r")
+            # The claim's queue is not one the route may send to: the cancel goes to the
+            # stack's queue instead, which this worker does not read.
+            service.stop(CONVERSATION, "r")
             await asyncio.wait_for(asyncio.wait({task}), 10)
 
     run(scenario())
+    assert [c["sid"] for c in drain_queue(stack)] == [CONVERSATION]
 
     assert agent.cleanups == [CONVERSATION]

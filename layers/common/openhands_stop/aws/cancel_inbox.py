@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.domain.ports import ReceivedMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
-@dataclass(frozen=True)
-class ReceivedMessage:
-    """One delivery: its body as sent, and the receipt that deletes or releases it."""
-
-    body: str
-    receipt_handle: str
-    message_id: str
+__all__ = ["ReceivedMessage", "SqsCancelInbox"]
 
 
 class SqsCancelInbox:

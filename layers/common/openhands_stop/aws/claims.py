@@ -1,9 +1,9 @@
-"""The conversations table as an agent worker sees it: the claim, and the backstop's read."""
+"""The conversations table as an agent worker sees it: the run lifecycle, and the re-reads."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,53 +15,107 @@ from openhands_stop.aws.conversation_table import (
 )
 from openhands_stop.aws.failures import dependency_call
 from openhands_stop.domain.errors import DependencyFailure
-from openhands_stop.domain.models import ConversationRecord, ConversationStatus
+from openhands_stop.domain.models import ConversationRecord, ConversationStatus, RunEnd
+from openhands_stop.domain.ports import ClaimResult
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = ["BATCH_GET_MAX_KEYS", "ClaimResult", "DynamoClaimTable"]
 
 BATCH_GET_MAX_KEYS = 100
 """BatchGetItem's limit on keys per call."""
 
 _UNPROCESSED_ROUNDS = 5
 
-_CLAIM: dict[str, Any] = {
+_log = logging.getLogger("openhands_stop.rows")
+
+_RUN_FIELDS = (
+    "run_id, worker_id, cancel_queue_url, claimed_at, stop_id, stop_request_id, stopped_at, "
+    "loop_stopped_at, loop_stopped_via"
+)
+
+_REGISTER: dict[str, Any] = {
+    # A restart forgets the previous run entirely: its late cancel names a run that is no
+    # longer the row's, so it can stop nothing (tests/worker/test_runs.py).
     "UpdateExpression": (
-        "SET #status = :running, worker_id = :worker, cancel_queue_url = :queue, "
-        "claimed_at = :now, updated_at = :now ADD version :one"
+        "SET #status = :starting, registered_at = :now, updated_at = :now "
+        f"REMOVE {_RUN_FIELDS} ADD version :one"
     ),
-    # Only a STARTING conversation can be claimed: a missing row has no status, and a STOPPED
-    # one was stopped before its loop started, so the stop wins. A retry of our own claim
-    # (the first attempt succeeded but its answer was lost) finds it RUNNING with our id.
-    "ConditionExpression": "#status = :starting OR (#status = :running AND worker_id = :worker)",
+    # New, stopped, or already waiting to start; never a RUNNING one (stop it first).
+    "ConditionExpression": "attribute_not_exists(#status) OR #status IN (:stopped, :starting)",
     "ExpressionAttributeNames": {"#status": "status"},
     "ReturnValues": "ALL_NEW",
     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
 }
 
-# What the backstop needs of a row: enough to cancel, and to log the stop's latency.
-_BACKSTOP_PROJECTION = "conversation_id, #status, stop_id, stop_request_id, stopped_at"
+_CLAIM: dict[str, Any] = {
+    "UpdateExpression": (
+        "SET #status = :running, run_id = :run, worker_id = :worker, cancel_queue_url = :queue, "
+        "claimed_at = :now, updated_at = :now REMOVE loop_stopped_at, loop_stopped_via "
+        "ADD version :one"
+    ),
+    # Only a STARTING conversation can be claimed: a missing row has no status, and a STOPPED
+    # one was stopped before its loop started, so the stop wins. A retry of our own claim
+    # (the first attempt succeeded but its answer was lost) finds it RUNNING with our run.
+    "ConditionExpression": "#status = :starting OR (#status = :running AND run_id = :run)",
+    "ExpressionAttributeNames": {"#status": "status"},
+    "ReturnValues": "ALL_NEW",
+    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+}
 
+_RUN_ENDED: dict[str, Any] = {
+    # STOPPED stays STOPPED (the stop carried out); RUNNING becomes STOPPED (the loop ended
+    # by itself), so the table never says RUNNING for a loop that is gone. Only while the
+    # row's run is still this one: a newer run's row is never touched.
+    "UpdateExpression": (
+        "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
+        "updated_at = :now ADD version :one"
+    ),
+    "ConditionExpression": "run_id = :run AND #status IN (:running, :stopped)",
+    "ExpressionAttributeNames": {"#status": "status"},
+    "ReturnValues": "NONE",
+    "ReturnValuesOnConditionCheckFailure": "NONE",
+}
 
-@dataclass(frozen=True)
-class ClaimResult:
-    """``claimed`` or not; ``record`` is the row after a claim, or as it was when refused."""
-
-    claimed: bool
-    record: ConversationRecord | None
+# What the backstop needs of a row: its run, enough to cancel, and to log the stop's latency.
+_BACKSTOP_PROJECTION = (
+    "conversation_id, #status, run_id, stop_id, stop_request_id, stopped_at, claimed_at"
+)
 
 
 class DynamoClaimTable:
-    """The worker's two uses of the table: UpdateItem to claim, BatchGetItem for the backstop."""
+    """The worker's uses of the table: UpdateItem for the lifecycle, BatchGetItem to re-read."""
 
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
         self._table_name = table_name
 
+    def register(self, conversation_id: str, *, now: datetime) -> ClaimResult:
+        registered, record = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":starting": {"S": ConversationStatus.STARTING.value},
+                ":stopped": {"S": ConversationStatus.STOPPED.value},
+                ":now": {"S": timestamp(now)},
+                ":one": {"N": "1"},
+            },
+            _REGISTER,
+        )
+        return ClaimResult(claimed=registered, record=record)
+
     def claim(
-        self, conversation_id: str, *, worker_id: str, cancel_queue_url: str, now: datetime
+        self,
+        conversation_id: str,
+        *,
+        run_id: str,
+        worker_id: str,
+        cancel_queue_url: str,
+        now: datetime,
     ) -> ClaimResult:
-        """Move a STARTING conversation to RUNNING, owned by this worker and its queue."""
+        """Move a STARTING conversation to RUNNING: run ``run_id``, this worker, its queue."""
         claimed, record = conditional_update(
             self._client,
             self._table_name,
@@ -69,6 +123,7 @@ class DynamoClaimTable:
             {
                 ":running": {"S": ConversationStatus.RUNNING.value},
                 ":starting": {"S": ConversationStatus.STARTING.value},
+                ":run": {"S": run_id},
                 ":worker": {"S": worker_id},
                 ":queue": {"S": cancel_queue_url},
                 ":now": {"S": timestamp(now)},
@@ -78,16 +133,40 @@ class DynamoClaimTable:
         )
         return ClaimResult(claimed=claimed, record=record)
 
+    def record_run_ended(
+        self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
+    ) -> bool:
+        applied, _ = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":stopped": {"S": ConversationStatus.STOPPED.value},
+                ":running": {"S": ConversationStatus.RUNNING.value},
+                ":run": {"S": run_id},
+                ":via": {"S": via.value},
+                ":now": {"S": timestamp(now)},
+                ":one": {"N": "1"},
+            },
+            _RUN_ENDED,
+        )
+        return applied
+
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
         """The current rows of these conversations (strongly consistent), by id.
 
-        Ids without a row, or whose status is none of ours, are absent from the answer.
+        Ids without a row, or whose status is none of ours, are absent from the answer; so
+        is a row that cannot be read at all (logged): one bad row never hides the others.
         """
         ids = sorted(set(conversation_ids))
         found: dict[str, ConversationRecord] = {}
         for start in range(0, len(ids), BATCH_GET_MAX_KEYS):
             for item in self._batch_get(ids[start : start + BATCH_GET_MAX_KEYS]):
-                record = record_from_item(item)
+                try:
+                    record = record_from_item(item)
+                except Exception as error:
+                    _log.warning("unreadable_row error=%s", type(error).__name__)
+                    continue
                 if record is not None:
                     found[record.conversation_id] = record
         return found

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from openhands_stop.aws.failures import dependency_call
-from openhands_stop.domain.models import ConversationRecord, ConversationStatus, StopRequest
+from openhands_stop.domain.models import (
+    ConversationRecord,
+    ConversationStatus,
+    RunEnd,
+    StopRequest,
+)
 from openhands_stop.domain.ports import StopTransition
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 PARTITION_KEY = "conversation_id"
+
+_log = logging.getLogger("openhands_stop.rows")
 
 _MARK_STOPPED: dict[str, Any] = {
     "UpdateExpression": (
@@ -81,36 +89,109 @@ def conditional_update(
                 raise
             current: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
             return False, record_from_item(current)
-    return True, record_from_item(response["Attributes"])
+    return True, record_from_item(response.get("Attributes"))
 
 
 def timestamp(moment: datetime) -> str:
     """How the table stores a moment: ISO 8601, UTC, milliseconds."""
-    return moment.isoformat(timespec="milliseconds")
+    return as_utc(moment).isoformat(timespec="milliseconds")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A moment in UTC; one without a timezone is read as UTC (rows written by other code)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 _KNOWN_STATUSES = frozenset(status.value for status in ConversationStatus)
+_STRING_FIELDS = (
+    "run_id",
+    "worker_id",
+    "cancel_queue_url",
+    "stop_id",
+    "stop_request_id",
+)
+_MOMENT_FIELDS = ("claimed_at", "stopped_at", "loop_stopped_at")
+_RUN_ENDS = frozenset(end.value for end in RunEnd)
 
 
 def record_from_item(item: dict[str, Any] | None) -> ConversationRecord | None:
     """A DynamoDB item (attribute-value form) as a record; ``None`` for no item.
 
-    A row whose status is none of ours (a newer OpenHands' ARCHIVED or ERROR, say) is not
-    running by our contract, and is read as no record rather than guessed at.
+    Only ``status`` is contract. A row whose status is none of ours (a newer OpenHands'
+    ARCHIVED or ERROR, say) is not running by our contract, and is read as no record rather
+    than guessed at. Any other field that is missing or malformed (a number where a string
+    belongs, a moment that does not parse, a fractional version) is read as absent and
+    logged by name, never by value, so a row written by other code can never turn a stop
+    into a 500 that repeats forever (tests/test_lenient_rows.py).
     """
-    if not item or item.get("status", {}).get("S") not in _KNOWN_STATUSES:
+    if not item:
         return None
-    plain = {name: _plain(value) for name, value in item.items()}
-    return ConversationRecord.model_validate(plain)
+    status = _string(item.get("status"))
+    conversation_id = _string(item.get(PARTITION_KEY))
+    if status not in _KNOWN_STATUSES or conversation_id is None:
+        return None
+    malformed: list[str] = []
+    strings: dict[str, str | None] = {}
+    for name in _STRING_FIELDS:
+        strings[name] = _string(item.get(name))
+        if strings[name] is None and name in item and "NULL" not in item[name]:
+            malformed.append(name)
+    moments: dict[str, datetime | None] = {}
+    for name in _MOMENT_FIELDS:
+        moments[name] = _moment(item.get(name))
+        if moments[name] is None and name in item and "NULL" not in item[name]:
+            malformed.append(name)
+    via = _string(item.get("loop_stopped_via"))
+    if via is not None and via not in _RUN_ENDS:
+        malformed.append("loop_stopped_via")
+        via = None
+    version = _integer(item.get("version"))
+    if version is None and "version" in item:
+        malformed.append("version")
+    if malformed:
+        _log.warning(
+            "malformed_row_fields conversation_id=%s fields=%s",
+            conversation_id,
+            ",".join(sorted(malformed)),
+        )
+    return ConversationRecord(
+        conversation_id=conversation_id,
+        status=ConversationStatus(status),
+        run_id=strings["run_id"],
+        worker_id=strings["worker_id"],
+        cancel_queue_url=strings["cancel_queue_url"],
+        claimed_at=moments["claimed_at"],
+        stop_id=strings["stop_id"],
+        stop_request_id=strings["stop_request_id"],
+        stopped_at=moments["stopped_at"],
+        loop_stopped_at=moments["loop_stopped_at"],
+        loop_stopped_via=RunEnd(via) if via is not None else None,
+        version=version,
+    )
 
 
-def _plain(value: dict[str, Any]) -> Any:
-    if "S" in value:
-        return value["S"]
-    if "N" in value:
-        return int(value["N"]) if value["N"].lstrip("-").isdigit() else float(value["N"])
-    if "BOOL" in value:
-        return value["BOOL"]
-    if "NULL" in value:
+def _string(value: dict[str, Any] | None) -> str | None:
+    text = value.get("S") if isinstance(value, dict) else None
+    return text if isinstance(text, str) and text else None
+
+
+def _moment(value: dict[str, Any] | None) -> datetime | None:
+    text = _string(value)
+    if text is None:
         return None
-    return value
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def _integer(value: dict[str, Any] | None) -> int | None:
+    number = value.get("N") if isinstance(value, dict) else None
+    if not isinstance(number, str):
+        return None
+    try:
+        return int(number)
+    except ValueError:
+        return None

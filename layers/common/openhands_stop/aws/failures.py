@@ -34,6 +34,14 @@ TRANSIENT_ERROR_CODES = frozenset(
 )
 
 
+MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+"""What SQS answers for a deleted queue (a worker shut down, or its orphan was swept)."""
+
+
+def is_missing_queue(failure: DependencyFailure) -> bool:
+    return failure.dependency == "sqs" and failure.detail in MISSING_QUEUE_CODES
+
+
 def is_transient(error: ClientError) -> bool:
     """Throttling and server-side faults may pass; bad requests and denials will not."""
     code = error.response.get("Error", {}).get("Code", "")

@@ -59,11 +59,15 @@ def close_session(
     of the stop within ``resend_window`` of it sends the recorded stop's cancel again
     (same ``stop_id``: a FIFO queue drops the duplicate, a worker ignores it). Beyond the
     window the workers' backstop, which re-reads the record, has already stopped the loop.
+
+    The cancel names the run the write stopped (the row's ``run_id`` before it), and goes to
+    the queue the run's claim recorded: only that run's worker acts on it, and only on it.
     """
     transition = table.mark_stopped(conversation_id, stop)
     record = transition.record
     if transition.stopped_now and record is not None:
-        cancels.send(CancelMessage.for_stop(conversation_id, stop), record.cancel_queue_url)
+        cancel = CancelMessage.for_stop(conversation_id, stop, record.run_id)
+        cancels.send(cancel, record.cancel_queue_url)
         return StopResult(conversation_id, previous_status=record.status, cancel_sent=True)
     if record is not None and _stopped_recently(record, stop.requested_at, resend_window):
         cancels.send(_recorded_cancel(record), record.cancel_queue_url)
@@ -89,4 +93,5 @@ def _recorded_cancel(record: ConversationRecord) -> CancelMessage:
         stop_id=record.stop_id,
         request_id=record.stop_request_id or record.stop_id,
         requested_at=record.stopped_at,
+        run_id=record.run_id,
     )

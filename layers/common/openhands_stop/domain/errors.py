@@ -9,4 +9,5 @@ class DependencyFailure(Exception):
     def __init__(self, dependency: str, detail: str, *, transient: bool) -> None:
         super().__init__(f"{dependency}: {detail}")
         self.dependency = dependency
+        self.detail = detail
         self.transient = transient

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 """What a conversation id may be: path characters, dots and unicode never reach AWS."""
 
-CANCEL_SCHEMA_VERSION = 1
+CANCEL_SCHEMA_VERSION = 2
+"""2 added ``run_id``; a worker still reads version 1 (no run: see ``Runs.target_of``)."""
 
 
 # The statuses of OpenHands 0.53, the version the route's OpenAPI document describes.
@@ -47,30 +48,49 @@ class StopRequest:
     requested_at: datetime
 
 
-class ConversationRecord(BaseModel):
-    """One conversation's row in the table, as far as stopping it is concerned.
+class RunEnd(StrEnum):
+    """How a run's loop ended, as the worker records it on the row (``loop_stopped_via``)."""
 
-    ``conversation_id`` and ``status`` are the contract other systems read; the rest is
-    what this service and its workers add.
+    QUEUE = "queue"  # its cancel arrived on a queue
+    BACKSTOP = "backstop"  # the backstop read STOPPED (or a newer run) on the row
+    BEFORE_START = "before_start"  # stopped while being claimed: the loop never ran
+    FINISHED = "finished"  # the loop returned by itself
+    FAILED = "failed"  # the loop raised
+    WORKER_SHUTDOWN = "worker_shutdown"  # its worker shut down cleanly and cancelled it
+    HOST = "host"  # the agent host closed it itself (an OpenHands UI close, an idle reaper)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """One conversation's row, as far as stopping it is concerned.
+
+    Only ``conversation_id`` and ``status`` are contract: rows may be written by other code,
+    so every other field is optional and read leniently (a malformed one is absent, see
+    ``aws.conversation_table.record_from_item``; tests/test_lenient_rows.py holds this).
+    ``run_id`` names the current run: a claim starts a new one, a restart clears it.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     conversation_id: str
     status: ConversationStatus
+    run_id: str | None = None
     worker_id: str | None = None
     cancel_queue_url: str | None = None
+    claimed_at: datetime | None = None
     stop_id: str | None = None
     stop_request_id: str | None = None
     stopped_at: datetime | None = None
-    version: int = 0
+    loop_stopped_at: datetime | None = None
+    loop_stopped_via: RunEnd | None = None
+    version: int | None = None
 
 
 class CancelMessage(BaseModel):
     """The cancel sent on SQS: OpenHands' cluster message plus what a worker needs.
 
     ``message_type`` and ``sid`` are exactly what OpenHands publishes; ``stop_id`` names
-    the stop (a retry of the same stop carries the same one, so duplicates are harmless).
+    the stop (a retry of the same stop carries the same one, so duplicates are harmless);
+    ``run_id`` names the run it stops (``None``: the conversation was never claimed), so a
+    late cancel never stops a newer run of the same conversation.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -80,17 +100,22 @@ class CancelMessage(BaseModel):
     schema_version: int = CANCEL_SCHEMA_VERSION
     stop_id: str
     request_id: str
-    requested_at: datetime
+    requested_at: AwareDatetime
+    run_id: str | None = None
 
     @classmethod
-    def for_stop(cls, conversation_id: str, stop: StopRequest) -> CancelMessage:
+    def for_stop(cls, conversation_id: str, stop: StopRequest, run_id: str | None) -> CancelMessage:
         return cls(
             sid=conversation_id,
             stop_id=stop.stop_id,
             request_id=stop.request_id,
             requested_at=stop.requested_at,
+            run_id=run_id,
         )
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """Now, in UTC, to the millisecond: the precision the table stores, so a cancel resent
+    from the record is identical to the first one (tests/test_stop_contract.py)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)

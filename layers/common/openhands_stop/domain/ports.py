@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from openhands_stop.domain.models import CancelMessage, ConversationRecord, StopRequest
+from openhands_stop.domain.models import CancelMessage, ConversationRecord, RunEnd, StopRequest
 
 
 @dataclass(frozen=True)
@@ -28,4 +30,68 @@ class ConversationTable(Protocol):
 class CancelQueue(Protocol):
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
         """Put ``message`` on ``queue_url``, or on the default queue when it is ``None``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """``claimed`` or not; ``record`` is the row after a claim, or as it was when refused."""
+
+    claimed: bool
+    record: ConversationRecord | None
+
+
+class ClaimTable(Protocol):
+    """The conversations table as an agent worker uses it: the run lifecycle, and reads."""
+
+    def register(self, conversation_id: str, *, now: datetime) -> ClaimResult:
+        """Make a conversation STARTING: a new one, or a STOPPED one started again."""
+        ...
+
+    def claim(
+        self,
+        conversation_id: str,
+        *,
+        run_id: str,
+        worker_id: str,
+        cancel_queue_url: str,
+        now: datetime,
+    ) -> ClaimResult:
+        """Start run ``run_id``: STARTING to RUNNING, recording who runs it and its queue."""
+        ...
+
+    def record_run_ended(
+        self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
+    ) -> bool:
+        """Record that run ``run_id``'s loop has ended (STOPPED if it still said RUNNING)."""
+        ...
+
+    def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
+        """The current rows of these conversations, read strongly consistent, by id."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One delivery: its body as sent, and the receipt that deletes or releases it."""
+
+    body: str
+    receipt_handle: str
+    message_id: str
+
+
+class CancelInbox(Protocol):
+    """One cancel queue as a worker reads it: long poll, delete when done, or hand back."""
+
+    @property
+    def queue_url(self) -> str: ...
+
+    def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
+        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
+        ...
+
+    def delete(self, message: ReceivedMessage) -> None: ...
+
+    def hand_back(self, message: ReceivedMessage) -> None:
+        """Make the message visible again now, for another reader or our next life."""
         ...

@@ -12,7 +12,7 @@ from mangum import Mangum
 from mangum.handlers import HTTPGateway
 from mangum.types import Scope
 
-from openhands_stop.aws.cancel_queue import SqsCancelQueue
+from openhands_stop.aws.cancel_queue import CancelDestinations, SqsCancelQueue
 from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
 from openhands_stop.aws.conversation_table import DynamoConversationTable
 from openhands_stop.aws.session_key import SecretsManagerKeySource
@@ -47,7 +47,16 @@ def build_service(settings: Settings) -> StopService:
     return StopService(
         verifier=verifier,
         table=DynamoConversationTable(dynamodb_client(), settings.table_name),
-        cancels=SqsCancelQueue(sqs_client(), settings.cancel_queue_url),
+        cancels=SqsCancelQueue(
+            sqs_client(),
+            CancelDestinations(
+                settings.cancel_queue_url,
+                worker_queue_prefix=settings.worker_queue_prefix,
+                extra_queue_arns=[
+                    arn for arn in settings.worker_cancel_queue_arns.split(",") if arn.strip()
+                ],
+            ),
+        ),
         resend_window=settings.cancel_resend_window,
         retry_after_seconds=settings.retry_after_seconds,
     )

@@ -1,16 +1,23 @@
 """What an agent host embeds to stop its loops when a stop arrives.
 
-``Worker`` claims conversations, runs their agent loops as asyncio tasks and stops them on
-``close_session``: from its cancel queue, or from its backstop read of the table.
+``Worker`` registers and claims conversations (each claim a run of its own), runs their
+agent loops as asyncio tasks (or adopts loops the host runs) and stops a run when the stop
+that targets it arrives: from its cancel queue, or from its backstop read of the table.
 """
 
-from openhands_stop.worker.runtime import (
-    AgentLoop,
-    ClaimRejected,
-    Outcome,
-    Worker,
-    WorkerClosed,
-)
+from openhands_stop.domain.models import RunEnd
+from openhands_stop.worker.runs import AgentLoop, ClaimRejected, Halt, Outcome, Run
+from openhands_stop.worker.runtime import Worker, WorkerClosed
 from openhands_stop.worker.settings import WorkerSettings
 
-__all__ = ["AgentLoop", "ClaimRejected", "Outcome", "Worker", "WorkerClosed", "WorkerSettings"]
+__all__ = [
+    "AgentLoop",
+    "ClaimRejected",
+    "Halt",
+    "Outcome",
+    "Run",
+    "RunEnd",
+    "Worker",
+    "WorkerClosed",
+    "WorkerSettings",
+]

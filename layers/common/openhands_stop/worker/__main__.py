@@ -1,7 +1,8 @@
 """``python -m openhands_stop.worker``: one worker, settings from the environment.
 
-``--demo ID`` (or ``DEMO_CONVERSATION_IDS=a,b``) claims those STARTING conversations and runs
-the demo agent loop for each: a tick a second until a stop arrives.
+``--demo ID`` (or ``DEMO_CONVERSATION_IDS=a,b``) registers those conversations (new or
+stopped ones become STARTING), claims them and runs the demo agent loop for each: a tick a
+second until a stop arrives.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ async def serve(settings: WorkerSettings, demo_ids: list[str], tick_seconds: flo
     async with worker:
         for conversation_id in demo_ids:
             try:
+                await worker.register(conversation_id)
                 await worker.start(conversation_id, demo_agent_loop(tick_seconds))
             except WorkerClosed:
                 break  # SIGTERM while the demos were being claimed

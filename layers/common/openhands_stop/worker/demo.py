@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from openhands_stop.worker.runtime import AgentLoop
+from openhands_stop.worker.runs import AgentLoop
 
 
 def demo_agent_loop(tick_seconds: float = 1.0) -> AgentLoop:

@@ -6,9 +6,10 @@ import os
 import socket
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
+from openhands_stop.aws.worker_queues import max_prefix_length
 
 
 def default_worker_id() -> str:
@@ -22,8 +23,18 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
-    # The queue this worker long-polls; its claims record it, so stops are routed here.
+    # The stack's queue. Without a prefix it is this worker's own queue (one worker per
+    # queue: its claims record it, so stops are routed here); with one, the worker drains it.
     cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
+    # Set for a fleet (the stack's `WorkerQueuePrefix` output): every worker creates its own
+    # queue under it at start, its claims record that one, and it deletes it on shutdown.
+    worker_queue_prefix: str = Field(
+        alias="WORKER_QUEUE_PREFIX", default="", max_length=max_prefix_length()
+    )
+    # How often a worker tags its queue as alive (and sweeps the prefix for dead ones), and
+    # how old a heartbeat must be for its queue to count as a crashed worker's leftover.
+    queue_heartbeat_seconds: float = Field(alias="QUEUE_HEARTBEAT_SECONDS", default=60, gt=0)
+    orphan_queue_seconds: float = Field(alias="ORPHAN_QUEUE_SECONDS", default=600, gt=0)
     worker_id: str = Field(alias="WORKER_ID", default_factory=default_worker_id, min_length=1)
     # SQS's long poll: a cancel is delivered as soon as it arrives, whatever this is.
     wait_time_seconds: int = Field(
@@ -36,6 +47,15 @@ class WorkerSettings(BaseModel):
     # On SIGTERM: how long to wait for the poll in flight and the stops being carried out.
     # Below the usual 30 s orchestrators give between SIGTERM and SIGKILL.
     shutdown_grace_seconds: float = Field(alias="SHUTDOWN_GRACE_SECONDS", default=25, ge=0)
+
+    @model_validator(mode="after")
+    def _orphans_outlive_heartbeats(self) -> WorkerSettings:
+        if self.orphan_queue_seconds <= 2 * self.queue_heartbeat_seconds:
+            raise ValueError(
+                "ORPHAN_QUEUE_SECONDS must exceed twice QUEUE_HEARTBEAT_SECONDS, or live "
+                "workers' queues would be swept between two heartbeats"
+            )
+        return self
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:

@@ -1,0 +1,401 @@
+"""The runs a worker holds, and how one is stopped: only by a stop that targets it.
+
+A claim starts a run with its own id; a conversation can be started, stopped and started
+again any number of times, here or elsewhere, and each cancel names the run it stops. So a
+late cancel (a redrive, a duplicate past FIFO's window, a worker's leftover) finds its run
+ended and stops nothing newer, and a restarted conversation's new run is stopped by its own
+stop (tests/worker/test_runs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from openhands_stop.domain.models import (
+    CancelMessage,
+    ConversationRecord,
+    ConversationStatus,
+    RunEnd,
+    utc_now,
+)
+from openhands_stop.domain.ports import ClaimTable
+from openhands_stop.worker.logs import log
+
+AgentLoop = Callable[[str], Coroutine[Any, Any, object]]
+"""An agent loop: called with the conversation id, runs until done or cancelled."""
+
+Halt = Callable[[], Awaitable[object]]
+"""What stops a loop the agent host runs itself (an OpenHands session's close)."""
+
+_REMEMBERED_MAX = 10_000
+
+
+class Outcome(StrEnum):
+    """What handling one cancel (message or backstop finding) came to."""
+
+    STOPPED = "stopped"  # the run it targets was running here; it is stopped now
+    STOPPED_BEFORE_START = "stopped_before_start"  # arrived while claiming: never started
+    DUPLICATE = "duplicate"  # its run is already stopped, or being stopped, here
+    STALE = "stale"  # for an older run of a conversation that runs here now: not acted on
+    NOT_OURS = "not_ours"  # no run of that conversation here: deleted as handled
+    UNPARSABLE = "unparsable"  # left on the queue for its redrive to the dead-letter queue
+    HANDED_BACK = "handed_back"  # received while shutting down: visible again at once
+
+
+class ClaimRejected(Exception):
+    """The conversation cannot be started or claimed in its current status."""
+
+    def __init__(self, conversation_id: str, status: ConversationStatus | None) -> None:
+        super().__init__(f"{conversation_id}: not possible in status {status}")
+        self.conversation_id = conversation_id
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A stop to carry out, as a cancel message or the backstop's read of the row tells it."""
+
+    conversation_id: str
+    run_id: str | None
+    stop_id: str | None
+    request_id: str | None
+    requested_at: datetime | None
+    via: RunEnd
+
+    @classmethod
+    def from_message(cls, message: CancelMessage) -> Stop:
+        return cls(
+            message.sid,
+            message.run_id,
+            message.stop_id,
+            message.request_id,
+            message.requested_at,
+            RunEnd.QUEUE,
+        )
+
+    @classmethod
+    def from_record(cls, record: ConversationRecord, run: Run) -> Stop:
+        """The backstop's stop of ``run``: the row says that run is over."""
+        return cls(
+            record.conversation_id,
+            run.run_id,
+            record.stop_id,
+            record.stop_request_id,
+            record.stopped_at,
+            RunEnd.BACKSTOP,
+        )
+
+
+@dataclass(eq=False)
+class Run:
+    """One claim's run of a conversation's loop: a task of ours, or a loop its host runs."""
+
+    conversation_id: str
+    run_id: str
+    claimed_at: datetime
+    task: asyncio.Task[object] | None = None
+    halt: Halt | None = None
+    ending: RunEnd | None = None  # set once, by whatever ends it first
+
+    def targeted_by(self, stop: Stop) -> bool:
+        if stop.run_id is not None:
+            return stop.run_id == self.run_id
+        # A cancel that names no run (schema 1, or a row written without one) targets the
+        # run that was current when the stop was requested.
+        return stop.requested_at is not None and stop.requested_at >= self.claimed_at
+
+
+def row_ends(record: ConversationRecord, run: Run) -> bool:
+    """Whether the row says ``run`` is over: stopped, or started again since (only a stopped
+    conversation can be), or claimed by a newer run."""
+    if record.status is not ConversationStatus.RUNNING:
+        return True
+    return record.run_id is not None and record.run_id != run.run_id
+
+
+@dataclass
+class _Claiming:
+    run_id: str
+    started_at: datetime
+    early_stop: Stop | None = None
+
+
+@dataclass
+class Runs:
+    """Claims runs, and stops each one once: by a targeting cancel, the backstop, its host,
+    its own end, or the worker's shutdown, whichever comes first (``Run.ending``)."""
+
+    table: ClaimTable
+    worker_id: str
+    cleanup_timeout_seconds: float
+    _current: dict[str, Run] = field(default_factory=dict)
+    _claiming: dict[str, _Claiming] = field(default_factory=dict)
+    _ended: OrderedDict[str, RunEnd] = field(default_factory=OrderedDict)
+    _handled_stops: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    _stopping: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _bookkeeping: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- what runs here ----------------------------------------------------------------
+
+    @property
+    def running(self) -> frozenset[str]:
+        return frozenset(self._current)
+
+    def current(self, conversation_id: str) -> Run | None:
+        return self._current.get(conversation_id)
+
+    def active(self) -> list[Run]:
+        """Runs not already being ended: what the backstop re-reads."""
+        return [run for run in self._current.values() if run.ending is None]
+
+    # -- starting ----------------------------------------------------------------------
+
+    async def claim(
+        self,
+        conversation_id: str,
+        *,
+        cancel_queue_url: str,
+        loop: AgentLoop | None = None,
+        halt: Halt | None = None,
+    ) -> Run:
+        """Claim the conversation for a new run, then start ``loop`` (or adopt the host's).
+
+        Raises ``ClaimRejected`` when the conversation is not STARTING, in particular when a
+        stop landed first: the stop wins and the loop never starts.
+        """
+        if conversation_id in self._current or conversation_id in self._claiming:
+            raise ValueError(f"{conversation_id} is already running here")
+        pending = _Claiming(run_id=secrets.token_hex(8), started_at=utc_now())
+        self._claiming[conversation_id] = pending
+        try:
+            result = await asyncio.to_thread(
+                self.table.claim,
+                conversation_id,
+                run_id=pending.run_id,
+                worker_id=self.worker_id,
+                cancel_queue_url=cancel_queue_url,
+                now=pending.started_at,
+            )
+        finally:
+            del self._claiming[conversation_id]
+        if not result.claimed:
+            status = result.record.status if result.record else None
+            log(logging.INFO, "claim_rejected", conversation_id=conversation_id, status=status)
+            raise ClaimRejected(conversation_id, status)
+        run = Run(conversation_id, pending.run_id, pending.started_at, halt=halt)
+        if pending.early_stop is not None:
+            # Its cancel was routed here by our claim and arrived before the loop existed.
+            run.ending = RunEnd.BEFORE_START
+            self._forget(run, pending.early_stop)
+            self._log_stopped(run, pending.early_stop, Outcome.STOPPED_BEFORE_START, True)
+            await self._record_end(run, RunEnd.BEFORE_START)
+            raise ClaimRejected(conversation_id, ConversationStatus.STOPPED)
+        self._current[conversation_id] = run
+        if loop is not None:
+            run.task = asyncio.create_task(
+                loop(conversation_id), name=f"agent-loop:{conversation_id}"
+            )
+            run.task.add_done_callback(lambda done: self._loop_ended(run, done))
+        log(
+            logging.INFO,
+            "conversation_claimed",
+            conversation_id=conversation_id,
+            run_id=run.run_id,
+            worker_id=self.worker_id,
+            cancel_queue_url=cancel_queue_url,
+        )
+        return run
+
+    # -- stopping ----------------------------------------------------------------------
+
+    async def apply(self, stop: Stop) -> Outcome:
+        """Carry out one stop if it targets a run here; idempotent, so duplicates, the
+        backstop and the host's own close can race freely."""
+        conversation_id = stop.conversation_id
+        if stop.via is RunEnd.QUEUE and stop.stop_id in self._handled_stops:
+            return Outcome.DUPLICATE
+        pending = self._claiming.get(conversation_id)
+        if pending is not None and _targets_pending(stop, pending):
+            pending.early_stop = pending.early_stop or stop
+            return Outcome.STOPPED_BEFORE_START
+        run = self._current.get(conversation_id)
+        if run is None or not run.targeted_by(stop):
+            return self._untargeted(stop, run)
+        if run.ending is not None:
+            if (in_progress := self._stopping.get(run.run_id)) is not None:
+                await asyncio.shield(in_progress)
+            return Outcome.DUPLICATE
+        run.ending = stop.via
+        stopping = asyncio.create_task(self._stop(run, stop))
+        self._stopping[run.run_id] = stopping
+        stopping.add_done_callback(lambda _: self._stopping.pop(run.run_id, None))
+        await asyncio.shield(stopping)
+        return Outcome.STOPPED
+
+    def _untargeted(self, stop: Stop, run: Run | None) -> Outcome:
+        """A stop for no run held here: an ended one's, an older one's, or another worker's."""
+        if stop.run_id is not None and stop.run_id in self._ended:
+            return Outcome.DUPLICATE
+        return Outcome.STALE if run is not None else Outcome.NOT_OURS
+
+    async def _stop(self, run: Run, stop: Stop) -> None:
+        cleanup_completed = await self._halt(run)
+        self._forget(run, stop)
+        self._log_stopped(run, stop, Outcome.STOPPED, cleanup_completed)
+        await self._record_end(run, stop.via)
+
+    async def release(self, conversation_id: str, via: RunEnd) -> bool:
+        """The host ended the loop itself: record it (the row becomes STOPPED). ``False``
+        when no run of it is here or one is already being ended (by a stop, say)."""
+        run = self._current.get(conversation_id)
+        if run is None or run.ending is not None:
+            return False
+        run.ending = via
+        self._forget(run, None)
+        log(logging.INFO, "run_ended", conversation_id=conversation_id, run_id=run.run_id, via=via)
+        await self._record_end(run, via)
+        return True
+
+    def _loop_ended(self, run: Run, task: asyncio.Task[object]) -> None:
+        """A loop task of ours is done: if nothing of ours ended it, it ended by itself."""
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log(
+                logging.ERROR,
+                "agent_loop_failed",
+                conversation_id=run.conversation_id,
+                run_id=run.run_id,
+                error=type(error).__name__,
+            )
+        if run.ending is not None:
+            return
+        # Cancelled, but not by us: its host did it.
+        via = (
+            RunEnd.HOST
+            if task.cancelled()
+            else RunEnd.FAILED
+            if error is not None
+            else RunEnd.FINISHED
+        )
+        run.ending = via
+        self._forget(run, None)
+        log(
+            logging.INFO,
+            "run_ended",
+            conversation_id=run.conversation_id,
+            run_id=run.run_id,
+            via=via,
+        )
+        self._in_background(self._record_end(run, via))
+
+    async def shutdown(self) -> int:
+        """End every run still here (the worker is going away); how many there were."""
+        left = self.active()
+        for run in left:
+            run.ending = RunEnd.WORKER_SHUTDOWN
+        await asyncio.gather(*(self._halt(run) for run in left))
+        for run in left:
+            self._forget(run, None)
+        await asyncio.gather(*(self._record_end(run, RunEnd.WORKER_SHUTDOWN) for run in left))
+        if self._bookkeeping:
+            await asyncio.wait(set(self._bookkeeping), timeout=self.cleanup_timeout_seconds)
+        return len(left)
+
+    async def _halt(self, run: Run) -> bool:
+        """Stop the loop and wait for its cleanup, at most the cleanup bound: did it finish?"""
+        waiting: set[asyncio.Future[Any]]
+        if run.task is not None:
+            run.task.cancel()
+            waiting = {run.task}
+        elif run.halt is not None:
+            waiting = {asyncio.ensure_future(run.halt())}
+        else:
+            return True
+        done, _ = await asyncio.wait(waiting, timeout=self.cleanup_timeout_seconds)
+        for future in done:
+            if run.task is None and not future.cancelled() and future.exception() is not None:
+                log(
+                    logging.WARNING,
+                    "halt_failed",
+                    conversation_id=run.conversation_id,
+                    run_id=run.run_id,
+                    error=type(future.exception()).__name__,
+                )
+                return False
+        return bool(done)
+
+    def _forget(self, run: Run, stop: Stop | None) -> None:
+        if self._current.get(run.conversation_id) is run:
+            del self._current[run.conversation_id]
+        _remember(self._ended, run.run_id, run.ending or RunEnd.FINISHED)
+        if stop is not None and stop.stop_id is not None:
+            _remember(self._handled_stops, stop.stop_id, None)
+
+    async def _record_end(self, run: Run, via: RunEnd) -> None:
+        """Write on the row that this run's loop has ended, and how: the table alone then
+        tells a stop carried out from one only recorded."""
+        try:
+            await asyncio.to_thread(
+                self.table.record_run_ended,
+                run.conversation_id,
+                run.run_id,
+                via=via,
+                now=utc_now(),
+            )
+        except Exception as error:
+            log(
+                logging.WARNING,
+                "run_end_not_recorded",
+                conversation_id=run.conversation_id,
+                run_id=run.run_id,
+                error=str(error) if isinstance(error, OSError) else type(error).__name__,
+            )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)
+
+    @staticmethod
+    def _log_stopped(run: Run, stop: Stop, outcome: Outcome, cleanup_completed: bool) -> None:
+        """The one line per stop carried out, with the time from the request to the stop."""
+        stopped_at = utc_now()
+        latency_ms = (
+            round((stopped_at - stop.requested_at).total_seconds() * 1000, 1)
+            if stop.requested_at is not None
+            else None
+        )
+        log(
+            logging.INFO if cleanup_completed else logging.WARNING,
+            "conversation_stopped",
+            conversation_id=run.conversation_id,
+            run_id=run.run_id,
+            outcome=outcome.value,
+            via=stop.via.value,
+            stop_id=stop.stop_id,
+            request_id=stop.request_id,
+            requested_at=stop.requested_at,
+            stopped_at=stopped_at,
+            stop_to_stopped_ms=latency_ms,
+            cleanup_completed=cleanup_completed,
+        )
+
+
+def _targets_pending(stop: Stop, pending: _Claiming) -> bool:
+    if stop.run_id is not None:
+        return stop.run_id == pending.run_id
+    return stop.requested_at is not None and stop.requested_at >= pending.started_at
+
+
+def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:
+    memory[key] = value
+    while len(memory) > _REMEMBERED_MAX:
+        memory.popitem(last=False)
