@@ -17,6 +17,7 @@ from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 
+from local.atomic_moto import serialize_dynamodb_writes
 from local.emulation import (
     AWS_DUMMY_ENV,
     DEMO_SESSION_KEY,
@@ -46,7 +47,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    """The stack in moto, in process, with fresh resource names."""
+    """The stack in moto, in process, with fresh resource names (item writes atomic, as in
+    DynamoDB: ``local.atomic_moto``)."""
+    serialize_dynamodb_writes()
     with mock_aws():
         yield create_stack(None, suffix=f"-{uuid.uuid4().hex[:8]}")
 

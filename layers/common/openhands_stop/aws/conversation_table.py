@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import (
     ConversationRecord,
     ConversationStatus,
@@ -75,7 +76,38 @@ def conditional_update(
 
     The row comes back either way, in one call: as ``ReturnValues`` asks when the write is
     applied, and as it is now (``ReturnValuesOnConditionCheckFailure``) when it is refused.
+
+    A ``version`` that other code stored as something else than a whole number makes
+    ``ADD version`` fail validation: the write is then made once more with the version
+    treated as absent (set to 1), so such a row never fails every stop forever
+    (tests/test_lenient_rows.py).
     """
+    try:
+        return _conditional_update(client, table_name, conversation_id, values, expression)
+    except DependencyFailure as failure:
+        if failure.detail != "ValidationException" or _ADD_VERSION not in _update(expression):
+            raise
+    _log.warning("malformed_row_fields conversation_id=%s fields=version", conversation_id)
+    set_part, remove, rest = _update(expression).replace(_ADD_VERSION, "").partition(" REMOVE ")
+    repaired = {**expression, "UpdateExpression": f"{set_part}, version = :one{remove}{rest}"}
+    return _conditional_update(client, table_name, conversation_id, values, repaired)
+
+
+_ADD_VERSION = " ADD version :one"
+
+
+def _update(expression: dict[str, Any]) -> str:
+    update: str = expression["UpdateExpression"]
+    return update
+
+
+def _conditional_update(
+    client: DynamoDBClient,
+    table_name: str,
+    conversation_id: str,
+    values: dict[str, Any],
+    expression: dict[str, Any],
+) -> tuple[bool, ConversationRecord | None]:
     with dependency_call("dynamodb"):
         try:
             response = client.update_item(

@@ -220,8 +220,6 @@ class Runs:
         """Carry out one stop if it targets a run here; idempotent, so duplicates, the
         backstop and the host's own close can race freely."""
         conversation_id = stop.conversation_id
-        if stop.via is RunEnd.QUEUE and stop.stop_id in self._handled_stops:
-            return Outcome.DUPLICATE
         pending = self._claiming.get(conversation_id)
         if pending is not None and _targets_pending(stop, pending):
             pending.early_stop = pending.early_stop or stop
@@ -241,10 +239,14 @@ class Runs:
         return Outcome.STOPPED
 
     def _untargeted(self, stop: Stop, run: Run | None) -> Outcome:
-        """A stop for no run held here: an ended one's, an older one's, or another worker's."""
-        if stop.run_id is not None and stop.run_id in self._ended:
+        """A stop for no run held here: an older run's, an ended one's, or another worker's."""
+        if run is not None:
+            return Outcome.STALE
+        if stop.stop_id in self._handled_stops or (
+            stop.run_id is not None and stop.run_id in self._ended
+        ):
             return Outcome.DUPLICATE
-        return Outcome.STALE if run is not None else Outcome.NOT_OURS
+        return Outcome.NOT_OURS
 
     async def _stop(self, run: Run, stop: Stop) -> None:
         cleanup_completed = await self._halt(run)

@@ -1,0 +1,221 @@
+"""A fleet worker's own queue: made like the stack's, recorded by claims, never left behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from openhands_stop.aws.clients import long_poll_sqs_client
+from openhands_stop.aws.worker_queues import HEARTBEAT_TAG, WorkerQueues
+from openhands_stop.edge.service import StopService
+from openhands_stop.worker import Outcome, Worker
+
+from local.emulation import Stack, load_template, seed
+from tests.support import AwsCallCounter, read_record
+from tests.worker.conftest import WorkerFactory, run
+from tests.worker.test_worker import Agent, cancel_for, send_raw
+
+
+def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
+    """A worker configured as every worker of the fleet is: the stack's queue and prefix."""
+    return make_worker(stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix, **overrides)
+
+
+def queues_under_prefix(stack: Stack) -> list[str]:
+    found: list[str] = (
+        stack.client("sqs")
+        .list_queues(QueueNamePrefix=stack.worker_queue_prefix)
+        .get("QueueUrls", [])
+    )
+    return found
+
+
+def attributes(stack: Stack, url: str) -> dict[str, str]:
+    found: dict[str, str] = stack.client("sqs").get_queue_attributes(
+        QueueUrl=url, AttributeNames=["All"]
+    )["Attributes"]
+    return found
+
+
+def test_a_fleet_worker_makes_its_own_queue_routes_its_runs_there_and_deletes_it(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    seed(stack, {"mine": "STARTING"})
+    worker = fleet_worker(make_worker, stack)
+
+    async def scenario() -> tuple[str, list[Outcome]]:
+        await worker.open()
+        own = worker.cancel_queue_url
+        await worker.start("mine", Agent())
+        service.stop("mine", "r")
+        outcomes = await worker.poll_once()
+        await worker.aclose()
+        return own, outcomes
+
+    own, outcomes = run(scenario())
+    assert own.rsplit("/", 1)[1].startswith(stack.worker_queue_prefix)
+    assert own.endswith(".fifo")
+    assert outcomes == [Outcome.STOPPED]
+    assert read_record(stack, "mine")["cancel_queue_url"] == own  # type: ignore[index]
+    assert queues_under_prefix(stack) == []  # a clean shutdown leaves nothing behind
+
+
+def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewritten(
+    stack: Stack, make_worker: WorkerFactory
+) -> None:
+    sqs = stack.client("sqs")
+    stack_arn = attributes(stack, stack.queue_url)["QueueArn"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OnlyTheStopFunctionSends",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": stack_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": "arn:aws:iam::1:role/f"}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(
+        QueueUrl=stack.queue_url,
+        Attributes={"Policy": json.dumps(policy), "VisibilityTimeout": "45"},
+    )
+    worker = fleet_worker(make_worker, stack)
+
+    async def scenario() -> str:
+        await worker.open()
+        return worker.cancel_queue_url
+
+    own = run(scenario())
+    mine = attributes(stack, own)
+    theirs = attributes(stack, stack.queue_url)
+    assert mine["FifoQueue"] == "true"
+    assert mine["VisibilityTimeout"] == "45"
+    assert json.loads(mine["RedrivePolicy"]) == json.loads(theirs["RedrivePolicy"])
+    [statement] = json.loads(mine["Policy"])["Statement"]
+    assert statement["Resource"] == mine["QueueArn"]
+    assert statement["Condition"] == policy["Statement"][0]["Condition"]  # type: ignore[index]
+    tags = sqs.list_queue_tags(QueueUrl=own)["Tags"]
+    assert abs(float(tags[HEARTBEAT_TAG]) - time.time()) < 60
+
+
+def test_a_crashed_workers_queue_is_swept_and_a_live_ones_is_kept(
+    stack: Stack, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sqs = stack.client("sqs")
+    fifo = {"FifoQueue": "true"}
+    prefix = stack.worker_queue_prefix
+
+    def leftover(name: str, beat_age: float | None) -> str:
+        tags = {HEARTBEAT_TAG: str(int(time.time() - beat_age))} if beat_age is not None else {}
+        url: str = sqs.create_queue(QueueName=f"{prefix}{name}.fifo", Attributes=fifo, tags=tags)[
+            "QueueUrl"
+        ]
+        return url
+
+    crashed = leftover("crashed", beat_age=3600)
+    alive = leftover("alive", beat_age=5)
+    untagged = leftover("untagged", beat_age=None)
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+    worker = fleet_worker(make_worker, stack, orphan_queue_seconds=600)
+
+    async def scenario() -> str:
+        await worker.open()  # every worker sweeps at start, and after each heartbeat
+        return worker.cancel_queue_url
+
+    own = run(scenario())
+    assert sorted(queues_under_prefix(stack)) == sorted([alive, untagged, own])
+    [swept] = [r.fields for r in caplog.records if r.getMessage() == "orphan_queue_deleted"]  # type: ignore[attr-defined]
+    assert swept["queue_url"] == crashed
+    assert crashed not in queues_under_prefix(stack)
+
+
+def test_a_queue_swept_while_its_worker_hung_is_made_again(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    seed(stack, {"after": "STARTING"})
+    worker = fleet_worker(make_worker, stack)
+
+    async def scenario() -> tuple[str, str, list[Outcome]]:
+        await worker.open()
+        first = worker.cancel_queue_url
+        stack.client("sqs").delete_queue(QueueUrl=first)
+        assert worker._own_queue is not None
+        await worker._own_queue.beat()
+        second = worker.cancel_queue_url
+        await worker.start("after", Agent())
+        service.stop("after", "r")
+        return first, second, await worker.poll_once()
+
+    first, second, outcomes = run(scenario())
+    assert second != first
+    assert outcomes == [Outcome.STOPPED]
+
+
+def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_runs(
+    stack: Stack, make_worker: WorkerFactory
+) -> None:
+    """Cancels whose run's queue was unknown or gone land on the stack's queue."""
+    seed(stack, {"here": "STARTING"})
+    worker = fleet_worker(make_worker, stack)
+
+    async def scenario() -> list[Outcome]:
+        await worker.start("here", Agent())
+        run_id = worker.run_id("here")
+        body = json.loads(cancel_for("here"))
+        send_raw(stack, stack.queue_url, json.dumps({**body, "run_id": run_id}), "a")
+        send_raw(stack, stack.queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
+        outcomes = await worker.poll_shared_once(0)
+        await worker.aclose()
+        return sorted(outcomes)
+
+    assert run(scenario()) == sorted([Outcome.STOPPED, Outcome.NOT_OURS])
+
+
+def test_a_prefix_too_long_for_a_queue_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="WORKER_QUEUE_PREFIX"):
+        WorkerQueues(long_poll_sqs_client(), "https://q", "x" * 70)
+
+
+def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    """Every operation, through the whole lifecycle, against the policy the stack deploys."""
+    statements = load_template()["Resources"]["AgentWorkerPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    granted = {action for s in statements for action in _as_list(s["Action"])}
+    seed(stack, {"stopped": "STARTING", "backstopped": "STARTING"})
+    worker = fleet_worker(make_worker, stack)
+
+    async def scenario() -> None:
+        await worker.register("new")
+        await worker.start("stopped", Agent())
+        await worker.start("backstopped", Agent())
+        service.stop("stopped", "r")
+        await worker.poll_once()
+        await worker.poll_shared_once(0)
+        service.stop("backstopped", "r2")
+        await worker.backstop_once()
+        assert worker._own_queue is not None
+        await worker._own_queue.beat()
+        await worker._own_queue.sweep()
+        await worker.aclose()
+
+    with AwsCallCounter() as counter:
+        run(scenario())
+    route = {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
+    used = {
+        f"{name.split('.')[0]}:{name.split('.')[1]}" for name in counter.calls if name not in route
+    }
+    assert used <= granted, used - granted
+    assert {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue", "sqs:ListQueues"} <= used
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
