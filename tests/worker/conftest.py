@@ -70,6 +70,7 @@ def make_worker(stack: Stack) -> WorkerFactory:
                 "worker_id": WORKER_ID,
                 "wait_time_seconds": 0,
                 "backstop_seconds": 0,
+                "backstop_grace_seconds": 0,
                 "cleanup_timeout_seconds": 2,
                 "shutdown_grace_seconds": 2,
                 **overrides,

@@ -169,3 +169,39 @@ def test_a_run_superseded_on_its_row_is_stopped_by_the_backstop(
     assert record is not None
     assert (record["status"], record["run_id"]) == ("RUNNING", "run-b")  # run b untouched
     assert "loop_stopped_via" not in record
+
+
+def test_the_backstop_leaves_a_fresh_stop_to_its_cancel(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    """Within the grace the cancel is most likely on its way: the queue stops the run, and
+    the backstop acts only once the stop is older than the grace (a lost cancel)."""
+    seed(stack, {"fresh": "STARTING"})
+    worker = make_worker(backstop_grace_seconds=0.5)
+
+    async def scenario() -> tuple[list[Outcome], list[Outcome]]:
+        task = await worker.start("fresh", Agent())
+        service.stop("fresh", "r")
+        drain_queue(stack)  # lost after all
+        early = await worker.backstop_once()
+        assert not task.done()
+        await asyncio.sleep(0.6)
+        return early, await worker.backstop_once()
+
+    assert run(scenario()) == ([], [Outcome.STOPPED])
+
+
+def test_a_stop_recorded_in_the_future_is_not_left_waiting_for_the_grace(
+    stack: Stack, make_worker: WorkerFactory
+) -> None:
+    """A skewed clock or a row of other code's: the backstop acts now, not never."""
+    seed(stack, {"ahead": "STARTING"})
+    worker = make_worker(backstop_grace_seconds=60)
+
+    async def scenario() -> list[Outcome]:
+        await worker.start("ahead", Agent())
+        future = {"stopped_at": {"S": "2999-01-01T00:00:00+00:00"}}
+        overwrite_as_stopped(stack, "ahead", worker.run_id("ahead") or "", future)
+        return await worker.backstop_once()
+
+    assert run(scenario()) == [Outcome.STOPPED]

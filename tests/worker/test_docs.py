@@ -1,4 +1,4 @@
-"""The README's worker embedding example, run as written against moto."""
+"""The worker guide's embedding example, run as written against moto."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from local.emulation import ROOT, Stack, seed
 from tests.support import read_record
 from tests.worker.conftest import queue_depth
 
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "worker.md"
 
 
 def embedding_example() -> str:
     text = DOC.read_text(encoding="utf-8")
-    section = text[text.index("### Embedding the worker") :]
+    section = text[text.index("## Embedding the worker") :]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, "README.md lost its worker embedding example"
+    assert match, "docs/worker.md lost its worker embedding example"
     return match.group(1)
 
 
@@ -39,12 +39,13 @@ def test_the_documented_embedding_runs_and_its_loops_stop(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WORKER_ID", "docs-worker")
     monkeypatch.setenv("WAIT_TIME_SECONDS", "1")
-    seed(stack, {"conversation-1": "STARTING", "conversation-2": "STARTING", "gone": "STOPPED"})
+    seed(stack, {"conversation-2": "STOPPED", "elsewhere": "RUNNING"})
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     exec(compile(embedding_example(), str(DOC), "exec"), namespace)  # noqa: S102 - our own doc
 
     async def scenario() -> None:
-        host = asyncio.create_task(namespace["main"](["conversation-1", "conversation-2", "gone"]))
+        ids = ["conversation-1", "conversation-2", "elsewhere"]
+        host = asyncio.create_task(namespace["main"](ids))
         for conversation_id in ("conversation-1", "conversation-2"):
             while await asyncio.to_thread(_status, stack, conversation_id) != "RUNNING":
                 await asyncio.sleep(0.05)
@@ -56,6 +57,9 @@ def test_the_documented_embedding_runs_and_its_loops_stop(
     out = capsys.readouterr().out
     assert "conversation-1: sandbox closed" in out
     assert "conversation-2: sandbox closed" in out
-    assert "gone: not started (STOPPED)" in out
+    assert "elsewhere: not started (RUNNING)" in out  # registered: a new one, a stopped one
     assert _status(stack, "conversation-1") == "STOPPED"
+    assert _status(stack, "elsewhere") == "RUNNING"
     assert queue_depth(stack, stack.queue_url) == (0, 0)
+    prefix = stack.worker_queue_prefix
+    assert stack.client("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", []) == []

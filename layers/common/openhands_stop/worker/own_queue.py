@@ -8,7 +8,6 @@ claims record, and the route sends each cancel to the queue its run's claim reco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -16,6 +15,7 @@ from openhands_stop.aws.cancel_inbox import SqsCancelInbox
 from openhands_stop.aws.worker_queues import WorkerQueues
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.worker.logs import log
+from openhands_stop.worker.periodic import every
 
 
 class OwnQueue:
@@ -83,15 +83,13 @@ class OwnQueue:
 
     async def serve(self) -> None:
         """Heartbeat and sweep every interval until the worker closes; failures are logged."""
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self._heartbeat_seconds)
-                return
-            try:
-                await self.beat()
-            except DependencyFailure as failure:
-                log(logging.WARNING, "queue_heartbeat_failed", error=str(failure))
-            await self.sweep()
+        await every(
+            self._heartbeat_seconds, self._closing, self._beat_and_sweep, "queue_upkeep_failed"
+        )
+
+    async def _beat_and_sweep(self) -> None:
+        await self.beat()
+        await self.sweep()
 
     async def close(self) -> None:
         """Delete the queue: a clean shutdown leaves nothing behind."""

@@ -91,6 +91,7 @@ class Worker:
             self._table,
             self._runs,
             interval_seconds=settings.backstop_seconds,
+            grace_seconds=settings.backstop_grace_seconds,
             closing=self._closing,
         )
         self._serving: asyncio.Task[None] | None = None

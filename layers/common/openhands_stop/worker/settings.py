@@ -42,6 +42,9 @@ class WorkerSettings(BaseModel):
     )
     # How often the backstop re-reads the statuses of the loops it runs; 0 turns it off.
     backstop_seconds: float = Field(alias="BACKSTOP_SECONDS", default=5, ge=0)
+    # The backstop is for lost cancels: it acts on a stop recorded at least this long ago,
+    # so it does not race a cancel still on its way (tests/worker/test_backstop.py).
+    backstop_grace_seconds: float = Field(alias="BACKSTOP_GRACE_SECONDS", default=2, ge=0)
     # How long a cancelled loop may take to clean up before its message is deleted anyway.
     cleanup_timeout_seconds: float = Field(alias="CLEANUP_TIMEOUT_SECONDS", default=10, gt=0)
     # On SIGTERM: how long to wait for the poll in flight and the stops being carried out.

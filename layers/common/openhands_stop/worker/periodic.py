@@ -1,0 +1,29 @@
+"""One way to run a step every interval until the worker closes, with no failure ending it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from openhands_stop.domain.errors import DependencyFailure
+from openhands_stop.worker.logs import log
+
+
+async def every(
+    seconds: float, closing: asyncio.Event, step: Callable[[], Awaitable[object]], failed: str
+) -> None:
+    """Await ``step()`` every ``seconds`` until ``closing`` is set. A failure is logged as
+    ``failed`` (an AWS failure's code, any other error's type, never more) and the next step
+    runs: the backstop and the queue heartbeat cannot die (tests/worker/test_backstop.py)."""
+    while not closing.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), timeout=seconds)
+            return
+        try:
+            await step()
+        except DependencyFailure as failure:
+            log(logging.WARNING, failed, error=str(failure))
+        except Exception as error:
+            log(logging.ERROR, failed, error=type(error).__name__)
