@@ -10,6 +10,11 @@ SAM_CLI_VERSION := 1.170.0
 SAM_VENV  := .venv-sam
 SAM       := $(SAM_VENV)/bin/sam
 SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+# checkov pins its own cfn-lint and boto3: a venv of its own too.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV  := .venv-checkov
+CHECKOV       := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 # The Lambda runtime's CPython, to compile the artifacts' bytecode (scripts/runtime-python.sh).
 RUNTIME_PYTHON_VERSION := 3.13
 RUNTIME_PYTHON := .runtime-python/bin/python$(RUNTIME_PYTHON_VERSION)
@@ -18,8 +23,9 @@ SAM_BUILD_DIR ?= .aws-sam/build
 OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
-.PHONY: install sam-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast bench bench-smoke openhands-install test-openhands
+.PHONY: install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
+	reliability reliability-fast bench bench-smoke rotate-key smoke \
+	openhands-install test-openhands
 
 install: $(STAMP)
 
@@ -37,6 +43,14 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==$(SAM_CLI_VERSION)'
 	touch $(SAM_STAMP)
 
+checkov-install: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
 runtime-python: $(RUNTIME_PYTHON)
 
 $(RUNTIME_PYTHON): scripts/runtime-python.sh
@@ -53,19 +67,33 @@ run: install ## the stop route on http://localhost:3000 against an embedded AWS 
 invoke: install ## one sample event through the real handler: make invoke EVENT=events/stop-running.json
 	$(BIN)/python -m local.invoke $(EVENT)
 
-lint: install sam-install ## ruff, mypy, cfn-lint and sam validate on the transformed template
+lint: install sam-install checkov-install ## ruff, mypy, cfn-lint, sam validate, and checkov on the transformed template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 	$(OFFLINE_AWS) $(SAM) validate --lint --template template.yaml
+	@mkdir -p .aws-sam
+	$(OFFLINE_AWS) $(SAM_VENV)/bin/python tests/template/transform.py template.yaml > .aws-sam/transformed.json
+	# Every finding is fixed or skipped in template.yaml's Metadata with its reason.
+	$(CHECKOV) --file .aws-sam/transformed.json --framework cloudformation --skip-download --compact --quiet
 
-unit: install sam-install ## the test suite alone, without the sam build test
+unit: install sam-install checkov-install ## the test suite alone, without the sam build test
 	$(BIN)/pytest
 
-test: lint sam-install runtime-python ## lint, every test, the sam build, a small load run
+test: lint sam-install checkov-install runtime-python ## lint, every test, the sam build, a small load run
 	SAM_BUILD_TEST=1 $(BIN)/pytest
 	$(MAKE) --no-print-directory reliability-fast
+
+rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [REVOKE=1: the old key stops at once]
+	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [REVOKE=1]"; exit 2; }
+	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous)
+
+smoke: install ## after a deploy: make smoke URL=<StopUrl> KEY=<session key> [STACK=<name>]
+	@test -n "$(URL)" || { echo "usage: make smoke URL=<StopUrl> KEY=<session key> [STACK=<stack name>]"; exit 2; }
+	@# KEY reaches the script through the environment (make exports command-line variables),
+	@# never through a command line another process could read.
+	$(BIN)/python -m scripts.smoke --url '$(URL)' $(if $(STACK),--stack '$(STACK)') $(if $(WAIT),--wait $(WAIT))
 
 # A real OpenHands server as the worker (issue 12): its own venv, Python 3.12, openhands-ai
 # and the web stack it imports with (tests/openhands/constraints.txt), then this project.
@@ -109,4 +137,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(OH_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(OH_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

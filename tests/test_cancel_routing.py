@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from openhands_stop.aws.cancel_queue import CancelDestinations, QueueName
-from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
-from openhands_stop.edge.settings import Settings
+from openhands_stop.aws.cancel_queue import CancelDestinations
 
-from local.emulation import Stack, seed
+from local.emulation import Stack
 from tests.conftest import KEY
 from tests.support import drain_queue
 from tests.worker.conftest import create_queue
@@ -38,33 +35,22 @@ def put_claimed(stack: Stack, cid: str, queue_url: str) -> None:
         ("https://sqs.us-east-1.amazonaws.com/111122223333/prod-CancelDeadLetter.fifo", False),
         ("https://sqs.us-east-1.amazonaws.com/111122223333/other-team-queue", False),
         (f"https://sqs.us-east-1.amazonaws.com/111122223333/{PREFIX}x/../../evil", False),
-        ("https://sqs.us-east-1.amazonaws.com/111122223333/hand-made.fifo", True),
+        ("https://sqs.us-east-1.amazonaws.com/111122223333/hand-made.fifo", False),
         (f"file:///111122223333/{PREFIX}x.fifo", False),
         ("not a url", False),
     ],
 )
-def test_destinations_are_the_stack_queue_the_prefix_and_listed_arns(
+def test_destinations_are_the_stack_queue_and_the_prefix_in_its_account(
     url: str, allowed: bool
 ) -> None:
-    destinations = CancelDestinations(
-        STACK_QUEUE,
-        worker_queue_prefix=PREFIX,
-        extra_queue_arns=["arn:aws:sqs:us-east-1:111122223333:hand-made.fifo", "*"],
-    )
+    destinations = CancelDestinations(STACK_QUEUE, worker_queue_prefix=PREFIX)
     assert destinations.allows(url) is allowed
 
 
-def test_without_a_prefix_only_the_stack_queue_and_listed_arns_are_allowed() -> None:
+def test_without_a_prefix_only_the_stack_queue_is_allowed() -> None:
     destinations = CancelDestinations(STACK_QUEUE)
     assert destinations.allows(STACK_QUEUE)
     assert not destinations.allows(STACK_QUEUE.replace("prod-CancelQueue-AB12", f"{PREFIX}1"))
-
-
-def test_an_arn_with_a_wildcard_names_no_queue() -> None:
-    assert QueueName.from_arn("arn:aws:sqs:us-east-1:111122223333:*") is None
-    assert QueueName.from_arn("arn:aws:sqs:us-east-1:111122223333:q") == QueueName(
-        "111122223333", "q"
-    )
 
 
 def test_a_row_pointing_outside_the_fleet_gets_its_cancel_on_the_stack_queue(
@@ -90,20 +76,3 @@ def test_a_deleted_worker_queue_falls_back_to_the_stack_queue(
     assert response.json()["message"] == "Conversation stopped successfully"
     [cancel] = drain_queue(stack)
     assert (cancel["sid"], cancel["run_id"]) == ("orphaned", "run-orphaned")
-
-
-def test_a_hand_made_queue_listed_by_arn_receives_its_cancels(
-    stack: Stack, settings: Settings
-) -> None:
-    hand_made = stack.client("sqs").create_queue(
-        QueueName="hand-made.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    arn = stack.client("sqs").get_queue_attributes(QueueUrl=hand_made, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    listed = settings.model_copy(update={"worker_cancel_queue_arns": f" {arn} ,"})
-    client = TestClient(create_app(build_service(listed)))
-    seed(stack, {})
-    put_claimed(stack, "by-hand", hand_made)
-    assert client.post("/api/conversations/by-hand/stop", headers=HEADERS).status_code == 200
-    assert [c["sid"] for c in drain_queue(stack, hand_made)] == ["by-hand"]

@@ -105,7 +105,7 @@ def test_the_answers_we_add_are_documented(ours: dict[str, Any]) -> None:
     }
     for status in ("500", "503"):
         assert responses[status]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ConversationResponse"
+            "$ref": "#/components/schemas/StopFailed"
         }
     assert "Retry-After" in responses["503"]["headers"]
 

@@ -32,8 +32,17 @@ from tests.support import AwsCallCounter
         ('{"other": "x"}', None),
         ('{"session_api_key": ""}', None),
         ('{"session_api_key": 42}', None),
-        ("[1, 2]", "[1, 2]"),
-        ("{not json", "{not json"),
+        ("[1,2]", "[1,2]"),
+        ("{not json", None),  # a space: no valid key
+        ("{not-json", "{not-json"),
+        (json.dumps({"session_api_key": "  json-key\n"}), "json-key"),  # trimmed as a plain one
+        ('{"session_api_key": " \t "}', None),
+        ("[1, 2]", None),
+        ("with space", None),
+        ("caf\u00e9", None),
+        ('{"session_api_key": "caf\u00e9"}', None),
+        ("tab\tinside", None),
+        ("!~" + "x" * 46, "!~" + "x" * 46),
     ],
 )
 def test_the_key_is_the_secret_string_or_its_session_api_key(
@@ -59,6 +68,8 @@ def app_for_secret(secret_string: str | None) -> tuple[Stack, TestClient]:
         ("   ", "anything", 401),
         ('{"session_api_key": ""}', "", 401),
         (None, "anything", 401),
+        ('{"session_api_key": " json-key "}', "json-key", 200),
+        ("key with spaces", "key with spaces", 401),
     ],
     ids=[
         "plain",
@@ -68,6 +79,8 @@ def app_for_secret(secret_string: str | None) -> tuple[Stack, TestClient]:
         "blank-any",
         "json-empty",
         "no-value",
+        "json-trimmed",
+        "not-visible-ascii-is-never-a-key",
     ],
 )
 def test_the_route_accepts_exactly_the_configured_key(
@@ -222,3 +235,24 @@ def test_secrets_manager_unavailable_on_a_cold_start_is_503(
     assert response.headers["Retry-After"] == "1"
     assert json.loads(response.text)["message"] == "Failed to stop conversation"
     assert aws_calls.of("dynamodb") == 0
+
+
+@pytest.mark.parametrize("secret_string", ["caf\u00e9-session-key", "key with spaces inside"])
+def test_an_invalid_key_is_refused_with_a_reason_that_does_not_carry_it(
+    secret_string: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key no client could present as stored fails closed, and says why."""
+    with mock_aws():
+        _, client = app_for_secret(secret_string)
+        # The UTF-8 bytes of the stored key, as a client would send them; and another key.
+        for presented in ("caf\u00e9-session-key".encode(), b"key"):
+            response = client.post(
+                "/api/conversations/demo-running/stop",
+                headers={"X-Session-API-Key": presented},
+            )
+            assert response.status_code == 401
+    refusals = [r for r in caplog.records if "not visible ASCII" in r.getMessage()]
+    assert refusals
+    assert all(r.levelname == "ERROR" for r in refusals)
+    assert secret_string not in caplog.text
+    assert "caf" not in caplog.text

@@ -215,7 +215,6 @@ def error_body(conversation_id: str) -> dict[str, Any]:
         "status": "error",
         "conversation_id": conversation_id,
         "message": "Failed to stop conversation",
-        "conversation_status": None,
     }
 
 

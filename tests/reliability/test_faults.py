@@ -48,7 +48,6 @@ def assert_no_internals(response: Any) -> None:
         "status": "error",
         "conversation_id": CID,
         "message": "Failed to stop conversation",
-        "conversation_status": None,
     }
     for marker in (*LEAK_MARKERS, "Exception", "Error"):
         assert marker not in response.text

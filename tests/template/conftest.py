@@ -39,11 +39,17 @@ def sam_tool(name: str) -> Path:
     return tool
 
 
-@pytest.fixture(scope="session")
-def transformed() -> dict[str, Any]:
-    """template.yaml as CloudFormation receives it after the SAM transform."""
+def transform(
+    parameters: dict[str, str] | None = None, code: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """template.yaml after the SAM transform, as CloudFormation receives it with these
+    parameter values; ``code`` gives resources' uploaded artifact URIs (a rebuilt layer
+    is uploaded under a new key)."""
+    args = [f"{name}={value}" for name, value in (parameters or {}).items()]
+    for name, uri in (code or {}).items():
+        args += ["--code", f"{name}={uri}"]
     result = subprocess.run(
-        [str(sam_tool("python")), str(ROOT / "tests/template/transform.py"), str(TEMPLATE)],
+        [str(sam_tool("python")), str(ROOT / "tests/template/transform.py"), str(TEMPLATE), *args],
         capture_output=True,
         text=True,
         env=offline_env(),
@@ -52,3 +58,9 @@ def transformed() -> dict[str, Any]:
     )
     template: dict[str, Any] = json.loads(result.stdout)
     return template
+
+
+@pytest.fixture(scope="session")
+def transformed() -> dict[str, Any]:
+    """template.yaml as CloudFormation receives it after the SAM transform."""
+    return transform()

@@ -210,20 +210,6 @@ def _iam_action(call: str) -> str:
     return f"{service}:{operation}"
 
 
-def test_worker_cancel_queues_are_added_to_send_message_only(transformed: dict[str, Any]) -> None:
-    queues = "arn:aws:sqs:us-east-1:111122223333:w1.fifo,arn:aws:sqs:us-east-1:111122223333:w2.fifo"
-    deployed = evaluate(transformed, {"WorkerCancelQueueArns": queues})
-    found = function_role_statements(deployed)
-    assert found["SendCancel"]["Resource"] == [
-        "${CancelQueue.Arn}",
-        WORKER_QUEUES_ARN,
-        *queues.split(","),
-    ]
-    assert found["SendCancel"]["Action"] == "sqs:SendMessage"
-    env = one(deployed, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
-    assert env["WORKER_CANCEL_QUEUE_ARNS"] == queues  # the code allows exactly these too
-
-
 def test_the_route_and_the_workers_share_one_worker_queue_prefix(default: Any) -> None:
     """The prefix the code checks, the one IAM allows, and the one workers are told agree."""
     env = one(default, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
@@ -411,8 +397,13 @@ def test_cors_is_off_by_default_and_lists_the_given_origins(
 ALARMED = {
     ("AWS/Lambda", "Errors"),
     ("AWS/Lambda", "Throttles"),
+    ("AWS/Lambda", "Duration"),
     ("AWS/ApiGateway", "5xx"),
+    ("AWS/ApiGateway", "Latency"),
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    ("OpenHands/StopConversation", "DependencyFailure"),
+    ("OpenHands/StopConversation", "Unauthorized"),
 }
 
 

@@ -2,8 +2,10 @@
 aws-sam-cli's venv (its pinned samtranslator), not the app's. Prints the JSON template.
 
 Usage: .venv-sam/bin/python tests/template/transform.py template.yaml [Name=Value ...]
-Code locations become ``s3://`` URIs (no build, no upload); region and dummy credentials
-come from the caller's environment, so nothing touches the network.
+    [--code Resource=s3://bucket/key ...]
+Code locations become ``s3://`` URIs (no build, no upload), ``s3://artifacts/<Resource>.zip``
+unless ``--code`` names another (as a rebuilt artifact would upload under a new key); region
+and dummy credentials come from the caller's environment, so nothing touches the network.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ CODE_PROPERTIES = {
 }
 
 
-def transform(template_path: Path, parameters: dict[str, str]) -> dict[str, Any]:
+def transform(
+    template_path: Path, parameters: dict[str, str], code: dict[str, str] | None = None
+) -> dict[str, Any]:
     template: dict[str, Any] = yaml_parse(template_path.read_text())
     for name, resource in template.get("Resources", {}).items():
         code_property = CODE_PROPERTIES.get(resource.get("Type"))
         if code_property:
-            resource["Properties"][code_property] = f"s3://artifacts/{name}.zip"
+            uri = (code or {}).get(name, f"s3://artifacts/{name}.zip")
+            resource["Properties"][code_property] = uri
     translated: dict[str, Any] = Translator(managed_policy_map={}, sam_parser=Parser()).translate(
         sam_template=template, parameter_values=parameters
     )
@@ -36,6 +41,9 @@ def transform(template_path: Path, parameters: dict[str, str]) -> dict[str, Any]
 
 
 if __name__ == "__main__":
-    path, *pairs = sys.argv[1:]
+    path, *args = sys.argv[1:]
+    codes = [args[i + 1] for i, arg in enumerate(args) if arg == "--code"]
+    pairs = [arg for i, arg in enumerate(args) if arg != "--code" and args[i - 1 : i] != ["--code"]]
     overrides = dict(pair.split("=", 1) for pair in pairs)
-    json.dump(transform(Path(path), overrides), sys.stdout, indent=1, sort_keys=True)
+    code = dict(pair.split("=", 1) for pair in codes)
+    json.dump(transform(Path(path), overrides, code), sys.stdout, indent=1, sort_keys=True)

@@ -347,7 +347,12 @@ def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
 ) -> None:
     """``async with``: polling and backstop in the background, and a clean close."""
     seed(stack, {"by-queue": "STARTING", "by-backstop": "STARTING", "left": "STARTING"})
-    worker = make_worker(wait_time_seconds=1, backstop_seconds=0.2)
+    # Its queue is not one the route sends to (both cancels go to the stack's queue), so the
+    # test decides what reaches it; the grace leaves by-queue to the cancel it is given.
+    own = stack.client("sqs").create_queue(
+        QueueName="unrouted.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    worker = make_worker(own, wait_time_seconds=1, backstop_seconds=0.2, backstop_grace_seconds=0.5)
     agent = Agent()
 
     async def scenario() -> None:
@@ -357,8 +362,8 @@ def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
             await worker.start("left", agent)
             service.stop("by-queue", "r1")
             service.stop("by-backstop", "r2")
-            drain_queue(stack)  # take by-backstop's cancel away (and by-queue's: resend it)
-            send_raw(stack, stack.queue_url, cancel_for("by-queue"), dedup="again")
+            drain_queue(stack)
+            send_raw(stack, own, cancel_for("by-queue"), dedup="again")
             await asyncio.wait_for(
                 asyncio.gather(by_queue, by_backstop, return_exceptions=True), 10
             )
@@ -374,7 +379,7 @@ def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backstop(
         "left": "worker_shutdown",
     }
     assert {row["status"] for row in rows.values()} == {"STOPPED"}
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, own) == (0, 0)
 
 
 def test_a_poll_that_returns_after_shutdown_hands_its_messages_back(

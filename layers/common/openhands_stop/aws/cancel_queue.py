@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ _log = logging.getLogger("openhands_stop.cancels")
 
 @dataclass(frozen=True)
 class QueueName:
-    """A queue's identity where a URL or an ARN names it: its account and its name."""
+    """A queue's identity as its URL names it: its account and its name."""
 
     account: str
     name: str
@@ -34,35 +33,20 @@ class QueueName:
             return None
         return cls(account=segments[0], name=segments[1])
 
-    @classmethod
-    def from_arn(cls, arn: str) -> QueueName | None:
-        """``arn:<partition>:sqs:<region>:<account>:<name>``."""
-        fields = arn.strip().split(":")
-        if len(fields) != 6 or fields[0] != "arn" or fields[2] != "sqs" or "*" in arn:
-            return None
-        return cls(account=fields[4], name=fields[5])
-
 
 class CancelDestinations:
     """Where the route may send a cancel: the stack's queue, and the fleet's workers' queues.
 
     A row's ``cancel_queue_url`` is data, possibly written by other code: a cancel goes there
     only when it names a queue of the stack's own account under the workers' name prefix (the
-    template's IAM allows exactly those too), or one listed by ARN; anything else goes to the
-    stack's queue, where a worker still honours it by run id (tests/test_cancel_routing.py).
+    template's IAM allows exactly those too); anything else goes to the stack's queue, where
+    a worker still honours it by run id (tests/test_cancel_routing.py).
     """
 
-    def __init__(
-        self,
-        default_queue_url: str,
-        *,
-        worker_queue_prefix: str = "",
-        extra_queue_arns: Iterable[str] = (),
-    ) -> None:
+    def __init__(self, default_queue_url: str, *, worker_queue_prefix: str = "") -> None:
         self.default_queue_url = default_queue_url
         self._default = QueueName.from_url(default_queue_url)
         self._prefix = worker_queue_prefix
-        self._extra = {name for arn in extra_queue_arns if (name := QueueName.from_arn(arn))}
 
     def allows(self, queue_url: str) -> bool:
         if queue_url == self.default_queue_url:
@@ -70,8 +54,6 @@ class CancelDestinations:
         name = QueueName.from_url(queue_url)
         if name is None:
             return False
-        if name in self._extra:
-            return True
         return (
             bool(self._prefix)
             and self._default is not None

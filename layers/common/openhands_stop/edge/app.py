@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import uuid4
 
 from aws_lambda_powertools import Logger
@@ -10,9 +10,9 @@ from fastapi import FastAPI, Path, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openhands_stop.domain import ConversationResponse, DependencyFailure
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
@@ -36,13 +36,32 @@ class Unauthorized(BaseModel):
     detail: str
 
 
+# The 500/503 body, key for key as OpenHands' route answers a failed stop: status,
+# conversation_id, message, and nothing else (no conversation_status: none is known).
+class StopFailed(BaseModel):
+    model_config = ConfigDict(title="StopFailed")
+
+    status: Literal["error"] = Field(title="Status")
+    conversation_id: str = Field(title="Conversation Id")
+    message: str = Field(title="Message")
+
+
 _UNAUTHORIZED_BODY = b'{"detail":"Unauthorized"}'
+
+NO_CACHE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"cache-control", b"no-cache, no-store, must-revalidate, max-age=0"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+    (b"x-content-type-options", b"nosniff"),
+)
+"""On every answer, as OpenHands sends its cache headers on every response: a stop's answer
+is never stored by a cache, and no answer is sniffed into another content type."""
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Unauthorized, "description": "Missing or wrong X-Session-API-Key"},
-    500: {"model": ConversationResponse, "description": "Stopping failed; retrying will not help"},
+    500: {"model": StopFailed, "description": "Stopping failed; retrying will not help"},
     503: {
-        "model": ConversationResponse,
+        "model": StopFailed,
         "description": "A dependency is throttled or unavailable; retry after Retry-After",
         "headers": {
             "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
@@ -71,6 +90,10 @@ class SessionKeyGuard:
     As ASGI middleware rather than a FastAPI dependency it costs a request no dependency
     solving (about a tenth of a warm request: the README's Performance section); the OpenAPI
     document declares the scheme itself (``_declare_session_key``).
+
+    It also puts ``NO_CACHE_HEADERS`` on every answer that passes through it: all of the
+    app's, 401, 404, 422 and the route's own 500/503 included. (Only Starlette's outermost
+    error handler answers outside it, for an exception the route lets through: none does.)
     """
 
     def __init__(self, app: ASGIApp, service: StopService) -> None:
@@ -78,7 +101,19 @@ class SessionKeyGuard:
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(GUARDED_PREFIX):
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_uncached(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *NO_CACHE_HEADERS]
+            await send(message)
+
+        await self._guarded(scope, receive, send_uncached)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not scope["path"].startswith(GUARDED_PREFIX):
             await self._app(scope, receive, send)
             return
         try:
@@ -125,6 +160,9 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
         # No OpenTelemetry here (logs and metrics are the request's line, traces X-Ray's):
         # off, FastAPI skips looking up OTel providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A path with a trailing slash is not the route: 404, never a 307 whose Location
+        # Starlette would build from the caller's Host and X-Forwarded-Proto headers.
+        redirect_slashes=False,
     )
     app.add_middleware(SessionKeyGuard, service=service)
     _declare_session_key(app)
@@ -204,7 +242,5 @@ def _failure(
 
 
 def _error_response(conversation_id: str, status: int) -> JSONResponse:
-    body = ConversationResponse(
-        status="error", conversation_id=conversation_id, message=FAILED_MESSAGE
-    )
+    body = StopFailed(status="error", conversation_id=conversation_id, message=FAILED_MESSAGE)
     return JSONResponse(body.model_dump(mode="json"), status_code=status)

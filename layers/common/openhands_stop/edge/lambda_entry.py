@@ -50,11 +50,7 @@ def build_service(settings: Settings) -> StopService:
         cancels=SqsCancelQueue(
             sqs_client(),
             CancelDestinations(
-                settings.cancel_queue_url,
-                worker_queue_prefix=settings.worker_queue_prefix,
-                extra_queue_arns=[
-                    arn for arn in settings.worker_cancel_queue_arns.split(",") if arn.strip()
-                ],
+                settings.cancel_queue_url, worker_queue_prefix=settings.worker_queue_prefix
             ),
         ),
         resend_window=settings.cancel_resend_window,

@@ -17,9 +17,8 @@ class Settings(BaseModel):
     table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
     cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
     # Workers' own queues: names under this prefix, in the stack queue's account (a claim
-    # records one); and queues named by ARN (hand-made, per worker). Empty: none.
+    # records one). Empty: the route sends to the stack's queue only.
     worker_queue_prefix: str = Field(alias="WORKER_QUEUE_PREFIX", default="")
-    worker_cancel_queue_arns: str = Field(alias="WORKER_CANCEL_QUEUE_ARNS", default="")
     session_key_secret_id: str = Field(alias="SESSION_API_KEY_SECRET_ID", min_length=1)
     # Warm requests use the cached key; a request whose key misses refreshes it (rotation
     # without a restart) at most this often, so wrong keys cannot flood Secrets Manager.

@@ -1,0 +1,218 @@
+"""What a platform team signs off: alarms that reach someone, production defaults, tags on
+every resource, an optional permissions boundary, and deliberate deletion policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openhands_stop.edge import observability
+
+from tests.template.cfn import Evaluator, evaluate
+from tests.template.test_template import one, resources_of
+
+EMAIL = {"AlarmEmail": "ops@example.com"}
+
+
+def rule_failures(transformed: dict[str, Any], parameters: dict[str, str]) -> list[str]:
+    """The rules' assertions CloudFormation would refuse the deploy with, for these values."""
+    evaluator = Evaluator(transformed, parameters)
+    failed = []
+    for rule in transformed.get("Rules", {}).values():
+        if "RuleCondition" in rule and not evaluator.resolve(rule["RuleCondition"]):
+            continue
+        for assertion in rule["Assertions"]:
+            if not evaluator.resolve(assertion["Assert"]):
+                failed.append(assertion["AssertDescription"])
+    return failed
+
+
+def alarms_by_metric(deployed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    alarms = resources_of(deployed, "AWS::CloudWatch::Alarm")
+    by_metric = {alarm["MetricName"]: alarm for alarm in alarms.values()}
+    assert len(by_metric) == len(alarms), "one alarm per metric"
+    return by_metric
+
+
+# -- alarm destinations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameters", "refused"),
+    [
+        ({"Environment": "prod"}, True),
+        ({"Environment": "prod", **EMAIL}, False),
+        ({"Environment": "prod", "AlarmTopicArn": "arn:aws:sns:us-east-1:111122223333:ops"}, False),
+        ({"Environment": "dev"}, False),
+        ({}, False),
+    ],
+    ids=["prod-without", "prod-email", "prod-topic", "dev-without", "default"],
+)
+def test_production_refuses_to_deploy_without_an_alarm_destination(
+    transformed: dict[str, Any], parameters: dict[str, str], refused: bool
+) -> None:
+    failures = rule_failures(transformed, parameters)
+    assert bool(failures) is refused, failures
+    if refused:
+        assert "AlarmEmail or AlarmTopicArn" in failures[0]
+
+
+def test_every_alarm_notifies_the_destination_on_alarm_and_on_recovery(
+    transformed: dict[str, Any],
+) -> None:
+    deployed = evaluate(transformed, {"Environment": "prod", **EMAIL})
+    for name, alarm in resources_of(deployed, "AWS::CloudWatch::Alarm").items():
+        assert alarm["AlarmActions"] == ["${AlarmTopic}"], name
+        assert alarm["OKActions"] == ["${AlarmTopic}"], name
+
+
+# -- the alarms the issue asks for ---------------------------------------------------------
+
+
+def test_p99_latency_alarms_watch_the_function_and_the_api(transformed: dict[str, Any]) -> None:
+    deployed = evaluate(transformed, {"LatencyAlarmMilliseconds": "2500"})
+    alarms = alarms_by_metric(deployed)
+    function_name = one(deployed, "AWS::Lambda::Function")[0]
+    duration, latency = alarms["Duration"], alarms["Latency"]
+    assert duration["Namespace"] == "AWS/Lambda"
+    assert duration["Dimensions"] == [{"Name": "FunctionName", "Value": "${" + function_name + "}"}]
+    assert latency["Namespace"] == "AWS/ApiGateway"
+    assert latency["Dimensions"] == [{"Name": "ApiId", "Value": "${StopApi}"}]
+    for alarm in (duration, latency):
+        assert alarm["ExtendedStatistic"] == "p99"
+        assert "Statistic" not in alarm
+        assert alarm["Threshold"] == "2500"
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        # Sustained: every period of the window breaches, so one cold start never pages.
+        assert alarm["DatapointsToAlarm"] == alarm["EvaluationPeriods"] >= 2
+
+
+def test_the_function_s_own_metrics_are_alarmed_where_it_publishes_them(
+    transformed: dict[str, Any],
+) -> None:
+    """Namespace and dimension as the function's EMF line writes them."""
+    deployed = evaluate(
+        transformed, {"MetricsNamespace": "Team/Stops", "UnauthorizedAlarmPerMinute": "120"}
+    )
+    env = one(deployed, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
+    alarms = alarms_by_metric(deployed)
+    for metric in ("DependencyFailure", "Unauthorized"):
+        alarm = alarms[metric]
+        assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"] == "Team/Stops"
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+        assert alarm["Statistic"] == "Sum"
+    assert alarms["DependencyFailure"]["Threshold"] == 1
+    assert alarms["Unauthorized"]["Threshold"] == "120"
+    assert alarms["Unauthorized"]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_emf_names_are_the_ones_the_alarms_use() -> None:
+    metrics = (observability.Metric.UNAUTHORIZED, observability.Metric.DEPENDENCY_FAILURE)
+    [directive] = observability._directive("Team/Stops", metrics)
+    assert directive["Dimensions"] == [["service"]]
+    assert [m["Name"] for m in directive["Metrics"]] == ["Unauthorized", "DependencyFailure"]  # type: ignore[attr-defined]
+
+
+def test_the_cancel_queue_s_oldest_message_age_is_alarmed(transformed: dict[str, Any]) -> None:
+    deployed = evaluate(transformed, {"QueueAgeAlarmSeconds": "600"})
+    alarm = alarms_by_metric(deployed)["ApproximateAgeOfOldestMessage"]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": "${CancelQueue.QueueName}"}]
+    assert alarm["Statistic"] == "Maximum"
+    assert alarm["Threshold"] == "600"
+
+
+# -- production defaults ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameters", "reserved"),
+    [
+        ({}, None),
+        ({"Environment": "prod", **EMAIL}, 20),
+        ({"Environment": "prod", "ReservedConcurrency": "50", **EMAIL}, "50"),
+        ({"Environment": "prod", "ReservedConcurrency": "0", **EMAIL}, "0"),
+        ({"ReservedConcurrency": "5"}, "5"),
+    ],
+    ids=["dev", "prod-default", "prod-chosen", "prod-off", "dev-chosen"],
+)
+def test_production_reserves_concurrency_by_default(
+    transformed: dict[str, Any], parameters: dict[str, str], reserved: Any
+) -> None:
+    function = one(evaluate(transformed, parameters), "AWS::Lambda::Function")[1]
+    assert function.get("ReservedConcurrentExecutions") == reserved
+
+
+# -- governance ------------------------------------------------------------------------------
+
+UNTAGGABLE = {
+    "AWS::Lambda::LayerVersion",
+    "AWS::Lambda::Version",
+    "AWS::Lambda::Alias",
+    "AWS::Lambda::Permission",
+    "AWS::SQS::QueuePolicy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::ApiGatewayV2::Integration",
+    "AWS::ApiGatewayV2::Route",
+}
+
+
+def _tags(properties: dict[str, Any]) -> dict[str, str]:
+    tags = properties.get("Tags", {})
+    if isinstance(tags, list):
+        return {tag["Key"]: tag["Value"] for tag in tags}
+    return dict(tags)
+
+
+def test_every_taggable_resource_is_tagged_with_application_and_environment(
+    transformed: dict[str, Any],
+) -> None:
+    deployed = evaluate(transformed, {"Environment": "prod", **EMAIL})
+    resources = deployed["Resources"]
+    assert {body["Type"] for body in resources.values()} >= {"AWS::CloudWatch::Alarm"}
+    for name, body in resources.items():
+        if body["Type"] in UNTAGGABLE:
+            continue
+        tags = _tags(body["Properties"])
+        assert tags.get("application") == "openhands-stop", name
+        assert tags.get("environment") == "prod", name
+
+
+def test_the_permissions_boundary_is_optional_and_applies_to_the_role(
+    transformed: dict[str, Any],
+) -> None:
+    assert "PermissionsBoundary" not in one(evaluate(transformed), "AWS::IAM::Role")[1]
+    boundary = "arn:aws:iam::111122223333:policy/org-boundary"
+    deployed = evaluate(transformed, {"PermissionsBoundaryArn": boundary})
+    assert one(deployed, "AWS::IAM::Role")[1]["PermissionsBoundary"] == boundary
+
+
+STATEFUL = {
+    # resource: (DeletionPolicy, UpdateReplacePolicy)
+    "ConversationsTable": ("Delete", "Retain"),  # deletion protection guards deletion
+    "SessionApiKeySecret": ("Delete", "Retain"),
+    "CancelQueue": ("Delete", "Delete"),
+    "CancelDeadLetterQueue": ("Delete", "Delete"),
+    "FunctionLogGroup": ("Retain", "Retain"),
+    "ApiAccessLogGroup": ("Retain", "Retain"),
+}
+
+
+def test_stateful_resources_have_explicit_deletion_and_replace_policies(
+    transformed: dict[str, Any],
+) -> None:
+    resources = transformed["Resources"]
+    for name, (deletion, replace) in STATEFUL.items():
+        assert resources[name].get("DeletionPolicy") == deletion, name
+        assert resources[name].get("UpdateReplacePolicy") == replace, name
+    stateful_types = {
+        "AWS::DynamoDB::Table",
+        "AWS::SecretsManager::Secret",
+        "AWS::SQS::Queue",
+        "AWS::Logs::LogGroup",
+        "AWS::SNS::Topic",
+    }
+    for name, body in resources.items():
+        if body["Type"] in stateful_types:
+            assert "DeletionPolicy" in body, name
+            assert "UpdateReplacePolicy" in body, name
