@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from openhands_stop.settings import StackResources
 
 
-class Settings(BaseModel):
-    """Where the table, queue and secret are, and the few timings the stop depends on."""
+class Settings(StackResources):
+    """The stack's resources, the secret, and the few timings the stop depends on."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
-    cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
-    # Workers' own queues: names under this prefix, in the stack queue's account (a claim
-    # records one). Empty: the route sends to the stack's queue only.
-    worker_queue_prefix: str = Field(alias="WORKER_QUEUE_PREFIX", default="")
     session_key_secret_id: str = Field(alias="SESSION_API_KEY_SECRET_ID", min_length=1)
     # Warm requests use the cached key; a request whose key misses refreshes it (rotation
     # without a restart) at most this often, so wrong keys cannot flood Secrets Manager.
@@ -35,10 +28,6 @@ class Settings(BaseModel):
         alias="CANCEL_RESEND_WINDOW_SECONDS", default=120, ge=0
     )
     retry_after_seconds: int = Field(alias="RETRY_AFTER_SECONDS", default=1, ge=1)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        return cls.model_validate(dict(os.environ if environ is None else environ))
 
     @property
     def cancel_resend_window(self) -> timedelta:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
-from openhands_stop.aws.worker_queues import max_prefix_length
+from openhands_stop.settings import StackResources
 
 
 def default_worker_id() -> str:
@@ -17,20 +16,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class WorkerSettings(BaseModel):
-    """Which table and queue, who this worker is, and the timings of a stop."""
+class WorkerSettings(StackResources):
+    """The stack's resources (``WORKER_QUEUE_PREFIX`` set: a fleet worker with a queue of
+    its own; unset: the one reader of ``CANCEL_QUEUE_URL``), who this worker is, and the
+    timings of a stop."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
-
-    table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
-    # The stack's queue. Without a prefix it is this worker's own queue (one worker per
-    # queue: its claims record it, so stops are routed here); with one, the worker drains it.
-    cancel_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
-    # Set for a fleet (the stack's `WorkerQueuePrefix` output): every worker creates its own
-    # queue under it at start, its claims record that one, and it deletes it on shutdown.
-    worker_queue_prefix: str = Field(
-        alias="WORKER_QUEUE_PREFIX", default="", max_length=max_prefix_length()
-    )
     # How often a worker tags its queue as alive (and sweeps the prefix for dead ones), and
     # how old a heartbeat must be for its queue to count as a crashed worker's leftover.
     queue_heartbeat_seconds: float = Field(alias="QUEUE_HEARTBEAT_SECONDS", default=60, gt=0)
@@ -59,7 +49,3 @@ class WorkerSettings(BaseModel):
                 "workers' queues would be swept between two heartbeats"
             )
         return self
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        return cls.model_validate(dict(os.environ if environ is None else environ))
