@@ -38,8 +38,8 @@ def main() -> None:
         os.environ.update(stack.function_environment())
         # Imported only now: the service reads its settings from the environment just set.
         from openhands_stop.edge.app import create_app
-        from openhands_stop.edge.lambda_entry import build_service
         from openhands_stop.edge.settings import Settings
+        from openhands_stop.wiring import build_service
 
         app = create_app(build_service(Settings.from_environment()))
         worker = _start_worker(stack)

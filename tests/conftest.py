@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from moto import mock_aws
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.atomic_moto import serialize_dynamodb_writes
 from local.emulation import (

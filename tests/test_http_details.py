@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
-from openhands_stop.edge.app import NO_CACHE_HEADERS
+from openhands_stop.edge.headers import NO_CACHE_HEADERS
 from openhands_stop.edge.service import StopService
 
 from local.emulation import ROOT, Stack

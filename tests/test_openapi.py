@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 import yaml
+from moto import mock_aws
 from openhands_stop.edge.app import create_app
+from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
-from local.emulation import ROOT
+from local.emulation import ROOT, create_stack
 
 SHARED_SEED = ROOT.parent / "shared" / "seed" / "stop-conversation.openhands-api.md"
 # A copy travels with the repo, for clones that have no shared/ beside them.
@@ -37,8 +40,12 @@ def test_the_repos_copy_of_the_seed_is_the_shared_one() -> None:
 
 @pytest.fixture(scope="module")
 def ours() -> dict[str, Any]:
-    # Building the schema needs no service: it is generated from the routes alone.
-    document: dict[str, Any] = create_app(None).openapi()  # type: ignore[arg-type]
+    # The schema comes from the routes alone: a service that no request reaches will do.
+    with mock_aws():
+        env = create_stack(None, suffix="-openapi").function_environment()
+        document: dict[str, Any] = create_app(
+            build_service(Settings.from_environment(env))
+        ).openapi()
     return document
 
 

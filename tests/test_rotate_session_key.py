@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 from openhands_stop.aws.session_key import key_from_secret_string
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import DEMO_SESSION_KEY, Stack, create_stack
 from scripts.rotate_session_key import InvalidKey, check_key, generate_key, main, rotate

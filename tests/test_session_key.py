@@ -11,9 +11,9 @@ from moto import mock_aws
 from openhands_stop.aws.session_key import SecretVersion, key_from_secret_string
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.session_key import SessionKeyVerifier
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, create_stack, seed
 from tests.support import AwsCallCounter

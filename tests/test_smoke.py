@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, ROOT, Stack
 from tests.reliability.conftest import LiveServer

@@ -9,9 +9,9 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from fastapi.testclient import TestClient
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
 from tests.conftest import KEY

@@ -16,9 +16,9 @@ import uvicorn
 from botocore.retries import standard
 from fastapi import FastAPI
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import free_port
 from tests.reliability.faults import FaultInjector, watch_service

@@ -11,9 +11,9 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
 from tests.reliability.conftest import Evidence

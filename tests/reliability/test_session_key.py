@@ -18,9 +18,9 @@ from openhands_stop.aws.session_key import SecretsManagerKeySource, SecretVersio
 from openhands_stop.domain.models import utc_now
 from openhands_stop.edge import session_key as session_key_module
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.session_key import SessionKeyVerifier
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
 from tests.reliability.conftest import Evidence

@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import uvicorn
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.lambda_entry import build_service
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, free_port
 

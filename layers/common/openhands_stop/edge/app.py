@@ -1,4 +1,8 @@
-"""The FastAPI app: OpenHands' stop route, its key check, and answers that leak nothing."""
+"""The FastAPI app: OpenHands' stop route and its answers, which leak nothing.
+
+The key check (``key_guard``) and the headers (``headers``) are middleware of their own; a
+new route goes here, under /api (so the guard covers it), next to ``stop_conversation``.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +16,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from openhands_stop.domain import ConversationResponse, DependencyFailure
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge import observability
+from openhands_stop.edge.headers import NoCacheHeaders
+from openhands_stop.edge.key_guard import SESSION_KEY_HEADER, SessionKeyGuard
 from openhands_stop.edge.service import StopService
 
 logger = Logger(service="stop-conversation")
 
 FAILED_MESSAGE = "Failed to stop conversation"
-SESSION_KEY_HEADER = "X-Session-API-Key"
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
-GUARDED_PREFIX = "/api/"
-"""Everything under /api needs the key, as under OpenHands' own /api router."""
 
 SESSION_KEY_SCHEME_NAME = "APIKeyHeader"
 SESSION_KEY_SCHEME: dict[str, str] = {"type": "apiKey", "in": "header", "name": SESSION_KEY_HEADER}
@@ -48,15 +51,6 @@ class StopFailed(BaseModel):
 
 _UNAUTHORIZED_BODY = b'{"detail":"Unauthorized"}'
 
-NO_CACHE_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"cache-control", b"no-cache, no-store, must-revalidate, max-age=0"),
-    (b"pragma", b"no-cache"),
-    (b"expires", b"0"),
-    (b"x-content-type-options", b"nosniff"),
-)
-"""On every answer, as OpenHands sends its cache headers on every response: a stop's answer
-is never stored by a cache, and no answer is sniffed into another content type."""
-
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Unauthorized, "description": "Missing or wrong X-Session-API-Key"},
     500: {"model": StopFailed, "description": "Stopping failed; retrying will not help"},
@@ -78,66 +72,12 @@ def _request_ids(scope: Scope) -> tuple[str, str | None]:
     return uuid4().hex, None
 
 
-_HEADER_NAME = SESSION_KEY_HEADER.lower().encode("latin-1")
 _STOP_PATH_REGEX = compile_path(STOP_PATH)[0]
 
 
-class SessionKeyGuard:
-    """The X-Session-API-Key check for everything under /api, before any route runs.
-
-    Like OpenHands' router-wide dependency, it runs before the path is validated, so an
-    unauthenticated caller is refused (401) before learning anything about its path (422).
-    As ASGI middleware rather than a FastAPI dependency it costs a request no dependency
-    solving (about a tenth of a warm request: the README's Performance section); the OpenAPI
-    document declares the scheme itself (``_declare_session_key``).
-
-    It also puts ``NO_CACHE_HEADERS`` on every answer that passes through it: all of the
-    app's, 401, 404, 422 and the route's own 500/503 included. (Only Starlette's outermost
-    error handler answers outside it, for an exception the route lets through: none does.)
-    """
-
-    def __init__(self, app: ASGIApp, service: StopService) -> None:
-        self._app = app
-        self._service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-
-        async def send_uncached(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *NO_CACHE_HEADERS]
-            await send(message)
-
-        await self._guarded(scope, receive, send_uncached)
-
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not scope["path"].startswith(GUARDED_PREFIX):
-            await self._app(scope, receive, send)
-            return
-        try:
-            accepted = self._service.verifier.verify(_presented_key(scope))
-        except DependencyFailure as failure:  # no key could be read: fail closed, retryably
-            conversation_id = _conversation_id(scope) or ""
-            ids = _request_ids(scope)
-            response = _failure(conversation_id, failure, ids, self._service.retry_after_seconds)
-            await response(scope, receive, send)
-            return
-        if accepted:
-            await self._app(scope, receive, send)
-            return
-        observability.record_unauthorized(*_request_ids(scope), _conversation_id(scope))
-        refused = Response(_UNAUTHORIZED_BODY, status_code=401, media_type="application/json")
-        await refused(scope, receive, send)
-
-
-def _presented_key(scope: Scope) -> str | None:
-    # The first X-Session-API-Key header, decoded as Starlette decodes headers (latin-1).
-    for name, value in scope["headers"]:
-        if name == _HEADER_NAME:
-            return str(value.decode("latin-1"))
-    return None
+def _unauthorized(scope: Scope) -> Response:
+    observability.record_unauthorized(*_request_ids(scope), _conversation_id(scope))
+    return Response(_UNAUTHORIZED_BODY, status_code=401, media_type="application/json")
 
 
 def _conversation_id(scope: Scope) -> str | None:
@@ -164,7 +104,19 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
         # Starlette would build from the caller's Host and X-Forwarded-Proto headers.
         redirect_slashes=False,
     )
-    app.add_middleware(SessionKeyGuard, service=service)
+    # Outermost first: every answer gets the headers, the guard's own included.
+    app.add_middleware(
+        SessionKeyGuard,
+        check=service.verifier,
+        refused=_unauthorized,
+        unavailable=lambda scope, failure: _failure(
+            _conversation_id(scope) or "",
+            failure,
+            _request_ids(scope),
+            service.retry_after_seconds,
+        ),
+    )
+    app.add_middleware(NoCacheHeaders)
     _declare_session_key(app)
 
     @app.post(

@@ -1,10 +1,14 @@
-"""Builds the Lambda handler from the environment: every collaborator made once per process."""
+"""The Lambda entry: API Gateway and Function URL events through Mangum to the app.
+
+Its one job is adapting Lambda to the ASGI app: reading events (and refusing ones no API
+Gateway sends), Lambda's cold-start concerns (``pydantic.v1``, SnapStart), and the handler.
+The service comes from ``openhands_stop.wiring``, the app from ``edge.app``.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -12,20 +16,15 @@ from mangum import Mangum
 from mangum.handlers import HTTPGateway
 from mangum.types import Scope
 
-from openhands_stop.aws.cancel_queue import CancelDestinations, SqsCancelQueue
-from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
-from openhands_stop.aws.conversation_table import DynamoConversationTable
-from openhands_stop.aws.session_key import SecretsManagerKeySource
 from openhands_stop.edge import observability
 from openhands_stop.edge.app import create_app, logger
-from openhands_stop.edge.service import StopService
-from openhands_stop.edge.session_key import SessionKeyVerifier
 from openhands_stop.edge.settings import Settings
+from openhands_stop.wiring import build_service
 
 LambdaHandler = Any
 
 BAD_REQUEST_BODY = '{"detail":"Bad Request"}'
-"""The answer to input no API Gateway sends, from the Lambda entry and from the ASGI guard."""
+"""The answer to input no API Gateway sends (an unknown shape, a field of the wrong type)."""
 
 MALFORMED_EVENT_RESPONSE: dict[str, Any] = {
     "statusCode": 400,
@@ -33,29 +32,6 @@ MALFORMED_EVENT_RESPONSE: dict[str, Any] = {
     "body": BAD_REQUEST_BODY,
     "isBase64Encoded": False,
 }
-
-
-def build_service(settings: Settings) -> StopService:
-    """Clients are made here, not on the first request; nothing here touches the network."""
-    verifier = SessionKeyVerifier(
-        SecretsManagerKeySource(secretsmanager_client(), settings.session_key_secret_id),
-        cache_seconds=settings.key_cache_seconds,
-        refresh_min_seconds=settings.key_refresh_min_seconds,
-        max_stale_seconds=settings.key_max_stale_seconds,
-        previous_grace=timedelta(seconds=settings.previous_key_grace_seconds),
-    )
-    return StopService(
-        verifier=verifier,
-        table=DynamoConversationTable(dynamodb_client(), settings.table_name),
-        cancels=SqsCancelQueue(
-            sqs_client(),
-            CancelDestinations(
-                settings.cancel_queue_url, worker_queue_prefix=settings.worker_queue_prefix
-            ),
-        ),
-        resend_window=settings.cancel_resend_window,
-        retry_after_seconds=settings.retry_after_seconds,
-    )
 
 
 class _HttpApiEvent(HTTPGateway):
