@@ -24,7 +24,8 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: help install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast fleet bench bench-smoke rotate-key smoke
+	reliability reliability-fast fleet bench bench-smoke rotate-key smoke \
+	openhands-install test-openhands
 
 install: $(STAMP)
 
@@ -94,6 +95,31 @@ smoke: install ## after a deploy: make smoke URL=<StopUrl> KEY=<session key> [ST
 	@# never through a command line another process could read.
 	$(BIN)/python -m scripts.smoke --url '$(URL)' $(if $(STACK),--stack '$(STACK)') $(if $(WAIT),--wait $(WAIT))
 
+# A real OpenHands server as the worker (issue 12): its own venv, Python 3.12, openhands-ai
+# and the web stack it imports with (tests/openhands/constraints.txt), then this project.
+# (pyenv's shim may exist yet refuse to run: the first interpreter that answers is used.)
+OPENHANDS_PYTHON ?= $(firstword $(foreach p,$(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) \
+	python3.12,$(shell $(p) -c 'print("$(p)")' 2>/dev/null)))
+OH_VENV  := .venv-openhands
+OH_BIN   := $(OH_VENV)/bin
+OH_STAMP := $(OH_VENV)/.installed
+OH_CONSTRAINTS := tests/openhands/constraints.txt
+
+openhands-install: $(OH_STAMP)
+
+$(OH_STAMP): pyproject.toml $(OH_CONSTRAINTS)
+	$(OPENHANDS_PYTHON) -m venv $(OH_VENV)
+	$(OH_BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(OH_BIN)/pip install --quiet --disable-pip-version-check -r $(OH_CONSTRAINTS)
+	$(OH_BIN)/pip install --quiet --disable-pip-version-check -c $(OH_CONSTRAINTS) \
+	  -e '.[openhands,api]' 'moto[server]>=5.0' 'pytest>=8' pyyaml
+	touch $(OH_STAMP)
+
+test-openhands: openhands-install ## a real OpenHands 0.53 server as the worker: tests/openhands
+	# libtmux (an OpenHands dependency) ships a pytest plugin that newer pytest refuses.
+	$(OH_BIN)/pytest tests/openhands -p no:cacheprovider -p no:libtmux \
+	  -W ignore::DeprecationWarning
+
 reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
 	$(BIN)/python -m local.reliability --output docs/reliability.md
 
@@ -119,4 +145,4 @@ format: install ## ruff format and ruff's fixes, in place
 	$(BIN)/ruff check --fix .
 
 clean: ## remove every venv, build and cache this Makefile made
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(OH_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

@@ -3,6 +3,7 @@ the tiers' compatibility switch."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import uuid
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ from local.emulation import (
 )
 from local.invoke import LambdaContext
 from tests.support import AwsCallCounter, Invoke, LoadHandler
+
+# tests/openhands needs OpenHands, which lives in a venv of its own: `make test-openhands`.
+collect_ignore = [] if importlib.util.find_spec("openhands") else ["openhands"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,37 @@
+"""docs/openhands.md stays true to the code it documents (runs without OpenHands installed:
+the integration itself is tested by ``make test-openhands``)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from openhands_stop.worker import WorkerSettings
+
+from local.emulation import ROOT
+
+DOC = ROOT / "docs" / "openhands.md"
+MODULE = ROOT / "layers" / "common" / "openhands_stop" / "integrations" / "openhands.py"
+MANAGER = "openhands_stop.integrations.openhands.StopAwareConversationManager"
+
+
+def test_the_page_names_every_worker_variable() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    aliases = {field.alias for field in WorkerSettings.model_fields.values()}
+    missing = sorted(alias for alias in aliases if alias and f"`{alias}`" not in text)
+    assert missing == []
+
+
+def test_the_manager_class_the_page_names_exists() -> None:
+    assert f"CONVERSATION_MANAGER_CLASS` | `{MANAGER}`" in DOC.read_text(encoding="utf-8")
+    assert re.search(r"^class StopAwareConversationManager\(", MODULE.read_text(), re.MULTILINE)
+
+
+def test_the_openhands_extra_pins_the_version_the_tests_run() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = project["project"]["optional-dependencies"]["openhands"]
+    constraints = (ROOT / "tests" / "openhands" / "constraints.txt").read_text(encoding="utf-8")
+    tested = re.search(r"^openhands-ai==(\S+)$", constraints, re.MULTILINE)
+    assert tested is not None
+    assert "openhands-ai>=0.53,<0.54" in extra
+    assert tested.group(1).startswith("0.53.")
