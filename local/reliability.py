@@ -224,31 +224,8 @@ def _load_section(load: LoadResult, full: bool) -> list[str]:
 OPERATOR_NOTES = [
     "## Rotating the session key (operators)",
     "",
-    "There is no rotation Lambda; an operator rotates by hand:",
-    "",
-    "```sh",
-    "aws secretsmanager put-secret-value \\",
-    "  --secret-id <SessionApiKeySecret ARN or name> \\",
-    '  --secret-string "$(openssl rand -base64 32)"',
-    "```",
-    "",
-    "`put-secret-value` moves the `AWSCURRENT` label to the new value and `AWSPREVIOUS` to "
-    "the old one. Then:",
-    "",
-    "- A warm function instance accepts the new key on the first request that presents it "
-    "(a miss refreshes the key, at most once per `KEY_REFRESH_MIN_SECONDS`, 15 s): no "
-    "restart, no redeploy.",
-    "- The old key (`AWSPREVIOUS`) stays accepted for `PREVIOUS_KEY_GRACE_SECONDS` (3600 s) "
-    "after the new version was created, so clients can be moved over; after that it is "
-    "refused. An instance that has not refreshed since the rotation keeps accepting the old "
-    "key until its cache ends (`KEY_CACHE_SECONDS`, 300 s).",
-    "- Give the new key to clients, wait for the grace period to pass, and the rotation is "
-    "done. Rotating twice within the grace period drops the first key at once (only "
-    "`AWSPREVIOUS` is honoured).",
-    "- If Secrets Manager is unavailable, instances keep using the key they hold for "
-    "`KEY_MAX_STALE_SECONDS` (900 s); an instance with no key answers 503 with "
-    "`Retry-After`. An empty secret refuses everyone (401); a secret scheduled for deletion "
-    "answers 500 until restored.",
+    "How an operator rotates the key, and revokes a leaked one at once: "
+    "[operations.md](operations.md#the-session-key).",
     "",
 ]
 

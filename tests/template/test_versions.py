@@ -134,11 +134,11 @@ def _parameters_reached(node: Any, template: dict[str, Any]) -> set[str]:
     return names
 
 
-def test_the_readme_names_every_value_that_publishes_a_version(
+def test_the_deploy_guide_names_every_value_that_publishes_a_version(
     transformed: dict[str, Any],
 ) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### What publishes a new version", 1)[1].split("\n### ", 1)[0]
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    section = guide.split("## What publishes a new version", 1)[1].split("\n## ", 1)[0]
     (version,) = [b for b in transformed["Resources"].values() if b["Type"] == VERSION]
     description = version["Properties"]["Description"]["Fn::Sub"]
     for name in transformed["Parameters"]:

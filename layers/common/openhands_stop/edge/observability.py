@@ -3,9 +3,9 @@
 CloudWatch extracts metrics from any log line in Embedded Metric Format (EMF) and keeps the
 line's other properties searchable, so the request's log line (level, message, request and
 conversation ids, outcome) carries its metrics too: no AWS call, one write. The line is built
-as a dict and serialized once, straight to stdout. Powertools' Logger and Metrics cost about
-half of a warm request's own time (measured: the README's Performance section), so they stay
-off this path; the Logger still writes the rare lines (unexpected faults, unreadable events).
+as a dict and serialized once, straight to stdout. Powertools' Logger and Metrics are a large
+part of a warm request's own time (docs/performance.md), so they stay off this path; the
+Logger still writes the rare lines (unexpected faults, unreadable events).
 
 The line is written whatever ``POWERTOOLS_LOG_LEVEL`` says: it carries the metrics.
 
@@ -40,7 +40,7 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class Metric(StrEnum):
-    """The metrics' names (the template's alarms and the README refer to these)."""
+    """The metrics' names (the template's alarms and docs/operations.md refer to these)."""
 
     CONVERSATION_STOPPED = "ConversationStopped"
     CONVERSATION_NOT_RUNNING = "ConversationNotRunning"
