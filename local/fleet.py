@@ -312,8 +312,8 @@ def _stop_route(env: dict[str, str], tally: _Tally) -> Iterator[str]:
     """The stop route on uvicorn in a thread, on a free 127.0.0.1 port; yields its URL."""
     import uvicorn
     from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.lambda_entry import build_service
     from openhands_stop.edge.settings import Settings
+    from openhands_stop.wiring import build_service
 
     route_logger = logging.getLogger(ROUTE_LOGGER)
     saved_level = route_logger.level
