@@ -1,10 +1,14 @@
-"""Packaged artifacts, built as Lambda runs them: dependencies for this machine's Python, the
-code, and bytecode compiled by the interpreter that runs the benchmark.
+"""Packaged artifacts, built as Lambda runs them: dependencies installed as wheels for the
+interpreter that runs the benchmark (by default the Lambda runtime's CPython 3.13, the one
+``make build`` compiles the layer with), the code, and bytecode compiled by that interpreter.
 
-Our layer mirrors ``layers/common/Makefile`` (its requirements, the tracing extras installed
-with ``--no-deps``, botocore pruned to our services, no ``bin/``), and every artifact, peers
-included, gets the same bytecode:
-``compileall`` with unchecked-hash invalidation, as the layer build compiles it.
+Dependencies come from ``pip install --platform manylinux2014_<this machine> --implementation
+cp --python-version <X.Y> --only-binary=:all: --target``, as ``layers/common/Makefile``
+installs the layer for Lambda (which builds it for arm64; this machine runs x86_64 wheels of
+the same versions). Our layer mirrors that Makefile (its requirements, the tracing extras
+installed with ``--no-deps``, botocore pruned to our services, no ``bin/``), and every
+artifact, peers included, gets the same bytecode: the interpreter's own ``compileall`` with
+unchecked-hash invalidation, as the layer build compiles it.
 
 Dependencies are installed once per requirements set into ``.bench/deps/<hash>`` (gitignored)
 and hard-linked into each artifact; the code is copied and compiled afresh on every run, so
@@ -13,11 +17,10 @@ an edit is always what gets measured.
 
 from __future__ import annotations
 
-import compileall
 import hashlib
 import io
 import os
-import py_compile
+import platform
 import shutil
 import subprocess
 import sys
@@ -34,6 +37,45 @@ PEERS = Path(__file__).resolve().parent / "peers"
 LAYER_REQUIREMENTS = ROOT / "layers" / "common" / "requirements.txt"
 TRACING_REQUIREMENTS = ROOT / "layers" / "common" / "requirements-tracing.txt"
 PRUNE_BOTOCORE = ROOT / "layers" / "common" / "prune_botocore.py"
+RUNTIME_PYTHON = ROOT / ".runtime-python" / "bin" / "python3.13"
+"""The Lambda runtime's interpreter, as ``make runtime-python`` unpacks it."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The CPython that runs every measured process and compiles the artifacts' bytecode."""
+
+    executable: str
+    version: str
+    """Its full version, e.g. ``3.13.5``."""
+    label: str
+
+    @property
+    def feature(self) -> str:
+        """``3.13``: the version wheels are chosen for."""
+        return ".".join(self.version.split(".")[:2])
+
+
+def interpreter(choice: str) -> Interpreter:
+    """``runtime``: the Lambda runtime's CPython 3.13 (``make runtime-python``); ``dev``: the
+    interpreter running this benchmark (the dev venv's); anything else: a path to a CPython."""
+    if choice == "runtime":
+        if not RUNTIME_PYTHON.exists():
+            raise SystemExit(f"no {RUNTIME_PYTHON}: run `make runtime-python` first")
+        executable, label = str(RUNTIME_PYTHON), "the Lambda runtime's (Debian's build)"
+    elif choice == "dev":
+        executable, label = sys.executable, "the dev venv's"
+    else:
+        executable, label = choice, choice
+    asked = subprocess.run(
+        [executable, "-S", "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if asked.returncode != 0:
+        raise SystemExit(f"{executable} does not run:\n{asked.stderr}")
+    return Interpreter(executable, asked.stdout.strip(), label)
 
 
 @dataclass(frozen=True)
@@ -51,7 +93,12 @@ class Artifact:
         return [self.function, *([self.layer] if self.layer else []), self.runtime]
 
 
+def _platform() -> str:
+    return f"manylinux2014_{platform.machine()}"
+
+
 def _deps(
+    python: Interpreter,
     label: str,
     requirements: list[str],
     no_deps: list[str] | None = None,
@@ -59,21 +106,34 @@ def _deps(
     prune_botocore: bool = False,
 ) -> Path:
     """``pip install --target`` of ``requirements`` (and of ``no_deps`` without their
-    dependencies), botocore pruned as the layer's build prunes it if asked, compiled; cached
-    by their content."""
+    dependencies) as wheels for ``python``, botocore pruned as the layer's build prunes it if
+    asked, compiled by ``python``; cached by their content."""
     extra = no_deps or []
     pruning = (
         [PRUNE_BOTOCORE.read_text("utf-8"), *LAYER_BOTOCORE_SERVICES] if prune_botocore else []
     )
-    key = "\n".join([sys.version, *requirements, "--no-deps", *extra, *pruning])
+    key = "\n".join(
+        [
+            python.executable,
+            python.version,
+            _platform(),
+            *requirements,
+            "--no-deps",
+            *extra,
+            *pruning,
+        ]
+    )
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    target = CACHE / "deps" / f"{label}-{digest}"
+    target = CACHE / "deps" / f"{label}-cp{python.feature.replace('.', '')}-{digest}"
     if (target / ".complete").exists():
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
+    # The dev venv's pip installs for the measured interpreter: wheels only, chosen by the
+    # target's platform and version, as the layer's build installs them for Lambda.
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    pip += ["--no-compile", "--target", str(target)]
+    pip += ["--no-compile", "--platform", _platform(), "--implementation", "cp"]
+    pip += ["--python-version", python.feature, "--only-binary=:all:", "--target", str(target)]
     for command in [[*pip, *requirements], *([[*pip, "--no-deps", *extra]] if extra else [])]:
         installed = subprocess.run(command, capture_output=True, text=True, check=False)
         if installed.returncode != 0:
@@ -93,7 +153,7 @@ def _deps(
         if pruned.returncode != 0:
             raise RuntimeError(f"pruning botocore for {label} failed:\n{pruned.stderr}")
     shutil.rmtree(target / "bin", ignore_errors=True)
-    _compile(target)
+    _compile(python, target)
     (target / ".complete").touch()
     return target
 
@@ -103,16 +163,14 @@ def _requirements(path: Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def _compile(directory: Path) -> None:
-    """Bytecode by the benchmark's own interpreter: what Lambda reads instead of compiling."""
-    ok = compileall.compile_dir(
-        str(directory),
-        quiet=2,
-        workers=0,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
-        raise RuntimeError(f"compileall failed in {directory}")
+def _compile(python: Interpreter, directory: Path) -> None:
+    """Bytecode by the measured interpreter, as the layer's build compiles it: what Lambda
+    reads instead of compiling."""
+    command = [python.executable, "-m", "compileall", "-q", "-j", "0"]
+    command += ["--invalidation-mode", "unchecked-hash", str(directory)]
+    compiled = subprocess.run(command, capture_output=True, text=True, check=False)
+    if compiled.returncode != 0:
+        raise RuntimeError(f"compileall failed in {directory}:\n{compiled.stdout}")
 
 
 def _link_tree(source: Path, target: Path) -> None:
@@ -127,18 +185,22 @@ def _copy_code(source: Path, target: Path) -> None:
     )
 
 
-def build() -> list[Artifact]:
-    """Our function (function + layer), the typical template and the bare handler."""
-    runtime = _deps("runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"])
+def build(python: Interpreter) -> list[Artifact]:
+    """Our function (function + layer), the typical template and the bare handler, for
+    ``python``."""
+    runtime = _deps(
+        python, "runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"]
+    )
     layer_deps = _deps(
+        python,
         "layer",
         _requirements(LAYER_REQUIREMENTS),
         _requirements(TRACING_REQUIREMENTS),
         prune_botocore=True,
     )
-    typical_deps = _deps("typical", _requirements(PEERS / "typical" / "requirements.txt"))
+    typical_deps = _deps(python, "typical", _requirements(PEERS / "typical" / "requirements.txt"))
 
-    built = CACHE / "artifacts"
+    built = CACHE / f"artifacts-cp{python.feature.replace('.', '')}"
     shutil.rmtree(built, ignore_errors=True)
     built.mkdir(parents=True)
 
@@ -157,7 +219,7 @@ def build() -> list[Artifact]:
     shutil.copy2(PEERS / "bare" / "app.py", bare / "app.py")
 
     for directory in (ours_function, ours_layer / "openhands_stop", typical, bare):
-        _compile(directory)
+        _compile(python, directory)
     return [
         Artifact("ours", ours_function, ours_layer, runtime),
         Artifact("typical", typical, None, runtime),

@@ -6,7 +6,10 @@ Lambda imports it: from read-only directories carrying bytecode. Only the standa
 imported before the handler (``time``, ``sys``, ``os``, ``array``), so the import figure is
 the handler's alone. Modes:
 
-- ``init``: import the handler module (``app``), which makes it ready; time and peak RSS.
+- ``init``: import the handler module (``app``), which makes it ready; time and peak RSS,
+  and the artifact's modules that did not load from this interpreter's bytecode (none should).
+- ``importtime``: the same import, run under ``-X importtime``; a marker line on stderr
+  separates the handler's imports from the interpreter's and the probe's own.
 - ``cold``: import, then the first response to a real stop, AWS being moto's server on
   loopback (``AWS_ENDPOINT_URL``); the response must be a 200.
 - ``warm http``: AWS answered in process by a canned HTTP response per operation (a
@@ -210,6 +213,38 @@ def _invoke(handler, event, request_id: str) -> dict:  # type: ignore[no-untyped
 def _init(result: dict, key: str) -> None:  # type: ignore[type-arg]
     _, result["import_s"] = _import_handler()
     result["peak_rss_kib"] = _peak_rss_kib()
+    result["without_bytecode"] = _modules_without_bytecode()
+
+
+IMPORTTIME_MARKER = "bench: the handler's imports follow"
+
+
+def _importtime(result: dict, key: str) -> None:  # type: ignore[type-arg]
+    sys.stderr.write(f"{IMPORTTIME_MARKER}\n")
+    sys.stderr.flush()
+    _, result["import_s"] = _import_handler()
+
+
+def _modules_without_bytecode() -> list[str]:
+    """The artifact's modules (from ``PYTHONPATH``) not loaded from this interpreter's
+    bytecode, which Lambda would compile in memory on every cold start."""
+    from importlib.util import MAGIC_NUMBER
+
+    roots = tuple(os.path.join(p, "") for p in os.environ["PYTHONPATH"].split(os.pathsep))
+    missing = []
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        origin = getattr(spec, "origin", None) or ""
+        if not (origin.endswith(".py") and origin.startswith(roots)):
+            continue
+        try:
+            with open(spec.cached, "rb") as pyc:  # type: ignore[union-attr]
+                magic = pyc.read(4)
+        except (OSError, TypeError):
+            magic = b""
+        if magic != MAGIC_NUMBER:
+            missing.append(name)
+    return sorted(missing)
 
 
 def _cold(result: dict, key: str) -> None:  # type: ignore[type-arg]
@@ -288,7 +323,13 @@ _REPLY = sys.stdout
 
 def main() -> None:
     mode, result_file = sys.argv[1], sys.argv[2]
-    modes = {"init": _init, "cold": _cold, "warm": _warm, "calls": _calls}
+    modes = {
+        "init": _init,
+        "importtime": _importtime,
+        "cold": _cold,
+        "warm": _warm,
+        "calls": _calls,
+    }
     result: dict = {"mode": mode}  # type: ignore[type-arg]
     # A handler's own logs (Powertools writes one line per request) are part of its cost,
     # but not of the report: they go to /dev/null, through the same code path.

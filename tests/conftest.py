@@ -3,7 +3,6 @@ the tiers' compatibility switch."""
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -27,13 +26,7 @@ from local.emulation import (
     seed,
 )
 from local.invoke import LambdaContext
-from tests.support import AwsCallCounter, Invoke, LoadHandler, tier_selection
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """SAM_BUILD_TEST=1 adds the sam_build tier, RELIABILITY_FULL=1 the full tier, unless -m
-    chose a selection of its own: `make test` and `make reliability` still set them."""
-    config.option.markexpr = tier_selection(config.option.markexpr, os.environ)
+from tests.support import AwsCallCounter, Invoke, LoadHandler
 
 
 @pytest.fixture(autouse=True)

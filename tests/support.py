@@ -28,19 +28,6 @@ from local.emulation import (
 DEFAULT_TIERS = "not sam_build and not full"
 """The -m expression pyproject's addopts gives pytest: both long tiers left out."""
 
-TIER_SWITCHES = {"sam_build": "SAM_BUILD_TEST", "full": "RELIABILITY_FULL"}
-"""The environment variables that selected a tier before the markers did."""
-
-
-def tier_selection(markexpr: str, environ: Mapping[str, str]) -> str:
-    """The -m expression to run with: the one given, unless it is the default, in which case
-    each tier whose old variable is set (and not 0) is added back."""
-    if markexpr != DEFAULT_TIERS:
-        return markexpr
-    left_out = [t for t, name in TIER_SWITCHES.items() if environ.get(name, "") in ("", "0")]
-    return " and ".join(f"not {tier}" for tier in left_out)
-
-
 KEY = DEMO_SESSION_KEY
 """The session key the emulated stack's secret holds."""
 

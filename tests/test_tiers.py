@@ -1,5 +1,5 @@
-"""The tiers: plain pytest leaves out the sam_build and full tiers; -m, or the variables that
-selected them before the markers (SAM_BUILD_TEST, RELIABILITY_FULL), bring them back."""
+"""The tiers: plain pytest leaves out the sam_build and full tiers; -m brings them back
+(`make test` runs `-m "not full"`, `make reliability` adds the full tier)."""
 
 from __future__ import annotations
 
@@ -8,47 +8,24 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
-
 from local.emulation import ROOT
-from tests.support import DEFAULT_TIERS, TIER_SWITCHES, tier_selection
+from tests.support import DEFAULT_TIERS
+
+TIERS = ("sam_build", "full")
 
 
 def test_the_default_selection_is_the_one_pyproject_gives() -> None:
     options = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["pytest"]
     assert f'-m "{DEFAULT_TIERS}"' in options["ini_options"]["addopts"]
     registered = {line.split(":")[0] for line in options["ini_options"]["markers"]}
-    assert set(TIER_SWITCHES) <= registered
+    assert set(TIERS) <= registered
 
 
-@pytest.mark.parametrize(
-    ("environ", "selection"),
-    [
-        ({}, "not sam_build and not full"),
-        ({"SAM_BUILD_TEST": "1"}, "not full"),
-        ({"RELIABILITY_FULL": "1"}, "not sam_build"),
-        ({"RELIABILITY_FULL": "0"}, "not sam_build and not full"),
-        ({"SAM_BUILD_TEST": "1", "RELIABILITY_FULL": "1"}, ""),
-    ],
-)
-def test_the_old_variables_add_their_tier_to_the_default(
-    environ: dict[str, str], selection: str
-) -> None:
-    assert tier_selection(DEFAULT_TIERS, environ) == selection
-
-
-def test_a_selection_of_ones_own_wins_over_the_old_variables() -> None:
-    environ = {"SAM_BUILD_TEST": "1", "RELIABILITY_FULL": "1"}
-    assert tier_selection("not full", environ) == "not full"
-    assert tier_selection("slow", environ) == "slow"
-
-
-def _selected(*args: str, **environ: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in TIER_SWITCHES.values()}
+def _selected(*args: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
-        env={**env, **environ},
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         check=False,
@@ -61,6 +38,4 @@ def _selected(*args: str, **environ: str) -> list[str]:
 def test_the_sam_build_runs_only_when_selected() -> None:
     build = "tests/template/test_build.py"
     assert _selected(build) == []
-    by_variable = _selected(build, SAM_BUILD_TEST="1")
-    assert by_variable != []
-    assert _selected(build, "-m", "not full") == by_variable
+    assert _selected(build, "-m", "not full") != []

@@ -2,16 +2,22 @@
 
 Everything it does lives in the ``openhands_stop`` package (the layer in ``layers/common``).
 
-Init allocates about a hundred thousand objects and frees almost none, so the cycle
-collector's passes during it (a tenth of the import time, measured in the README's
-Performance section) find nothing worth the cost: it is off while the handler is built.
-What init built then lives as long as the process, so it is frozen out of every later
-collection, which keeps warm requests' collections small. Reference counting frees memory
-as usual throughout.
+Init allocates many long-lived objects and frees almost none, so the cycle collector's
+passes during it find nothing worth their cost (docs/performance.md): it is off while the
+handler is built. What init built then lives as long as the process, so it is frozen out of
+every later collection, which keeps warm requests' collections small. Reference counting
+frees memory as usual throughout.
+
+pydantic looks for plugins when it builds its first model, reading the entry points of every
+distribution on the path (the layer's twenty or so); the function uses none, so the search is
+skipped (pydantic's documented ``PYDANTIC_DISABLE_PLUGINS``). A deployment that wants a
+pydantic plugin sets the variable itself (an empty value loads every installed plugin).
 """
 
 import gc
+import os
 
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 gc.disable()
 try:
     from openhands_stop.edge.lambda_entry import build_handler

@@ -1,7 +1,7 @@
 """`make build` (sam build, no Docker) yields an arm64 CPython 3.13 layer with its bytecode.
 
 Slow (it fetches wheels): the ``sam_build`` tier, left out unless selected (`make test`
-and CI select it; SAM_BUILD_TEST=1 still does, see tests/conftest.py).
+and CI run ``pytest -m "not full"``).
 """
 
 from __future__ import annotations

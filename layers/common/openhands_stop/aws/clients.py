@@ -9,11 +9,11 @@ tests/reliability/test_retry_budget.py and tests/template/test_template.py deriv
 case from it and compare it with template.yaml's ``Timeout``. ``AWS_ENDPOINT_URL`` (read by
 botocore itself) points every client at a local emulation.
 
-Client-side parameter validation is off (measured in the README's Performance section): our
-adapters build every request from fixed shapes and AWS validates each request anyway (a bad
-one still fails, as a non-transient ``ClientError`` instead of a ``ParamValidationError``: the
-same non-transient DependencyFailure either way), while walking each request against the
-model cost about a tenth of every call. In the Lambda layer, botocore itself carries only the
+Client-side parameter validation is off: our adapters build every request from fixed shapes
+and AWS validates each request anyway (a bad one still fails, as a non-transient
+``ClientError`` instead of a ``ParamValidationError``: the same non-transient
+DependencyFailure either way), while walking each request against the model is a measurable
+part of every call (docs/performance.md). In the Lambda layer, botocore itself carries only the
 models of ``LAYER_BOTOCORE_SERVICES`` (``layers/common/prune_botocore.py``), so a new session
 reads nothing about other services.
 

@@ -78,10 +78,11 @@ class _RejectUnreadableRequest:
 def skip_pydantic_v1() -> None:
     """Refuse ``pydantic.v1`` in this process, unless something already imported it.
 
-    FastAPI imports it (about 20 ms of a cold start) while it builds a route, only to check
-    that none of the route's types is a pydantic v1 model, which it no longer supports. None
-    of ours is, and nothing in the layer uses v1: with the import refused, FastAPI's check
-    answers "not v1" at once, as it does wherever ``pydantic.v1`` is absent.
+    FastAPI imports it (a cost of every cold start: docs/performance.md) while it builds a
+    route, only to check that none of the route's types is a pydantic v1 model, which it no
+    longer supports. None of ours is, and nothing in the layer uses v1: with the import
+    refused, FastAPI's check answers "not v1" at once, as it does wherever ``pydantic.v1``
+    is absent (tests/test_import_budget.py forbids the import).
     """
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
@@ -95,9 +96,10 @@ def build_handler(settings: Settings | None = None) -> LambdaHandler:
         custom_handlers=[_HttpApiEvent],
     )
 
-    # No logger.inject_lambda_context: it costs about 25 us of a warm request here, and the
-    # request's line (observability) carries the Lambda request id and cold start. Without it,
-    # POWERTOOLS_LOGGER_LOG_EVENT cannot log an event (and the X-Session-API-Key in it).
+    # No logger.inject_lambda_context: it is a measurable part of a warm request
+    # (docs/performance.md), and the request's line (observability) carries the Lambda request
+    # id and cold start. Without it, POWERTOOLS_LOGGER_LOG_EVENT cannot log an event (and the
+    # X-Session-API-Key in it).
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             response: dict[str, Any] = asgi(event, context)
