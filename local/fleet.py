@@ -58,6 +58,8 @@ ROUTE_LOGGER = "stop-conversation"  # the service name the route's logger is giv
 QUEUE_SHARE_TARGET = 0.99
 P99_TARGET_MS = 500.0
 START_ATTEMPTS = 3
+SHUTDOWN_STOPS_HEAD_START = (0.0, 0.1)
+"""Seconds the stops sent at shutdown get before the workers are told to quit."""
 QUEUE_SHARE_MISSED = f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue"
 P99_MISSED = f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms"
 TIMING_FAILURES = frozenset({QUEUE_SHARE_MISSED, P99_MISSED})
@@ -82,6 +84,7 @@ class FleetConfig:
     heartbeat_seconds: float = 2.0
     orphan_seconds: float = 10.0
     wait_time_seconds: int = 2
+    shutdown_stops: int = 3  # runs per live worker stopped as the workers shut down
     max_seconds: float = 600.0
     seed: int = 10
 
@@ -138,6 +141,7 @@ class Run:
     table_via: str | None = None
     table_at: str | None = None
     died_with_worker: bool = False
+    at_shutdown: bool = False  # stopped as the workers shut down: counted apart
 
     @property
     def targeted(self) -> bool:
@@ -191,6 +195,9 @@ class FleetResult:
     clean_exits: int = 0
     clean_shutdowns: int = 0
     rows_not_stopped: int = 0
+    shutdown_stops: int = 0
+    shutdown_rows_unmarked: int = 0
+    shutdown_rows_via: dict[str, int] = field(default_factory=dict)
     stack_queue_left: int = 0
     worker_errors: int = 0
     route_warnings: int = 0
@@ -490,6 +497,7 @@ class Fleet:
         self._killed_at: float | None = None
         self._killed_wall = math.inf
         self._sweep: asyncio.Task[None] | None = None
+        self._late_stops: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._aws = self._clients()
 
@@ -835,12 +843,64 @@ class Fleet:
                 self._kill_now.set()
             await killer
             await self._await_sweep()
+        await self._stops_at_shutdown()
+
+    async def _stops_at_shutdown(self) -> None:
+        """A few runs on each live worker, stopped just as the workers are told to shut down
+        (``_shutdown`` follows at once): whichever ends each loop first, the cancel or the
+        shutdown, its row must say how it ended."""
+        live = [host.index for host in self.hosts if host.alive]
+        starts = [
+            self._start(f"fleet-shutdown-{host}-{n}", host, cycle=-1)
+            for host in live
+            for n in range(self.config.shutdown_stops)
+        ]
+        runs = [run for run in await asyncio.gather(*starts) if run is not None]
+        for run in runs:
+            run.at_shutdown = True
+        self.result.shutdown_stops = len(runs)
+        self._late_stops = asyncio.create_task(self._send_stops(runs))
+        # The shutdown begins while the stops are on their way, some answered, some not.
+        await asyncio.sleep(self.random.uniform(*SHUTDOWN_STOPS_HEAD_START))
+
+    async def _send_stops(self, runs: list[Run]) -> None:
+        async with httpx.AsyncClient(
+            base_url=self.route, headers={"X-Session-API-Key": self.key}, timeout=30
+        ) as http:
+
+            async def stop(run: Run) -> None:
+                run.stop_sent_at = time.time()
+                await self._stop(http, run.conversation_id)
+
+            await asyncio.gather(*(stop(run) for run in runs))
+
+    def _check_shutdown_rows(self) -> None:
+        marked: Counter[str] = Counter()
+        for run in self.runs.values():
+            if not run.at_shutdown:
+                continue
+            item = (
+                self._aws[0]
+                .get_item(
+                    TableName=self.stack.table_name,
+                    Key={"conversation_id": {"S": run.conversation_id}},
+                    ConsistentRead=True,
+                )
+                .get("Item", {})
+            )
+            if item.get("run_id", {}).get("S") == run.run_id and "loop_stopped_at" in item:
+                marked[item.get("loop_stopped_via", {}).get("S", "?")] += 1
+            else:
+                self.result.shutdown_rows_unmarked += 1
+        self.result.shutdown_rows_via = dict(marked)
 
     async def _shutdown(self) -> None:
         codes = await asyncio.gather(
             *(asyncio.to_thread(host.close, 30) for host in self.hosts if not host.killed)
         )
         self.result.clean_shutdowns = len(codes)
+        if self._late_stops is not None:
+            await self._late_stops
         self.result.clean_exits = sum(code == 0 for code in codes)
         # The lines read last (the shutdown's) are still on their way to the loop.
         await asyncio.sleep(0.2)
@@ -849,6 +909,7 @@ class Fleet:
         if self._victim is not None and self._victim.queue_url in self.result.queues_left:
             self.result.killed_queue_removed = False
         self.result.rows_not_stopped = await asyncio.to_thread(self._rows_not_stopped)
+        await asyncio.to_thread(self._check_shutdown_rows)
         attributes = await asyncio.to_thread(
             self._aws[1].get_queue_attributes,
             QueueUrl=self.stack.queue_url,
@@ -876,11 +937,12 @@ class Fleet:
     def _tally(self) -> None:
         result = self.result
         runs = list(self.runs.values())
+        runs = [run for run in runs if not run.at_shutdown]
         result.runs = len(runs)
         result.runs_targeted = sum(run.targeted for run in runs)
         latencies: list[float] = []
         for run in runs:
-            if not run.targeted:
+            if not run.targeted or run.at_shutdown:
                 continue
             if run.stopped is not None:
                 via = str(run.stopped.get("via"))
@@ -965,6 +1027,9 @@ class Fleet:
                 result.clean_exits != result.clean_shutdowns
             ),
             "rows not STOPPED at the end": result.rows_not_stopped != 0,
+            "a stop at shutdown left its row without loop_stopped_via/at": (
+                result.shutdown_rows_unmarked != 0
+            ),
             "workers logged errors": result.worker_errors != 0,
         }
         result.failures += [name for name, failed in checks.items() if failed]
@@ -1047,7 +1112,8 @@ def render_section(result: FleetResult) -> str:
     )
     rows = [
         ("Stops answered 200", f"{result.stops_answered:,} of {result.stops_sent:,}, "
-         f"{result.stops_repeated} of them a stop sent again once carried out "
+         f"{result.stops_repeated} of them a stop sent again once carried out, "
+         f"{result.shutdown_stops} sent as the workers shut down "
          f"({result.stop_retries} retries; statuses {result.statuses})", "all",
          result.stops_answered == result.stops_sent),
         ("Runs a stop targeted", f"{result.runs_targeted:,} (of {result.runs:,} runs started; "
@@ -1095,6 +1161,10 @@ def render_section(result: FleetResult) -> str:
          result.clean_exits == result.clean_shutdowns),
         ("Rows not STOPPED at the end", f"{result.rows_not_stopped}", "0",
          result.rows_not_stopped == 0),
+        ("Stops sent as the workers shut down: rows showing how the loop ended",
+         f"{result.shutdown_stops - result.shutdown_rows_unmarked} of {result.shutdown_stops} "
+         f"(via: {result.shutdown_rows_via or 'none'})", "all",
+         result.shutdown_rows_unmarked == 0),
         ("Log lines at ERROR from workers / at WARNING or above from the route",
          f"{result.worker_errors} / {result.route_warnings}", "0 / 0",
          result.worker_errors == 0 and result.route_warnings == 0),

@@ -35,7 +35,8 @@ def fleet() -> FleetResult:
 @pytest.mark.slow
 def test_every_stop_is_answered_and_every_targeted_run_is_stopped(fleet: FleetResult) -> None:
     assert fleet.completed, fleet.failures
-    assert fleet.stops_sent == SMALL.conversations * SMALL.cycles + fleet.stops_repeated
+    planned = SMALL.conversations * SMALL.cycles + fleet.stops_repeated + fleet.shutdown_stops
+    assert fleet.stops_sent == planned
     assert fleet.stops_answered == fleet.stops_sent
     assert fleet.starts_failed == 0, fleet.start_errors
     assert fleet.never == 0
@@ -56,6 +57,14 @@ def test_the_row_shows_how_each_stopped_loop_ended(fleet: FleetResult) -> None:
     assert fleet.table_checked == fleet.stopped
     assert fleet.table_disagreements == 0, fleet.table_examples
     assert fleet.rows_not_stopped == 0
+
+
+@pytest.mark.slow
+def test_a_stop_as_the_workers_shut_down_still_marks_the_row(fleet: FleetResult) -> None:
+    # Whichever ends the loop first, the cancel or the shutdown, the row says how.
+    assert fleet.shutdown_stops == SMALL.shutdown_stops * (SMALL.workers - 1)
+    assert fleet.shutdown_rows_unmarked == 0
+    assert set(fleet.shutdown_rows_via) <= {"queue", "backstop", "worker_shutdown"}
 
 
 @pytest.mark.slow
