@@ -320,7 +320,8 @@ def import_breakdown(reports: list[dict[str, Any]], stdlib: set[str]) -> str:
     count = len(reports[0]["figures"]["ours"]["importtime_us"]) * len(reports)
     python = reports[0]["python"]["version"]
     note = (
-        f"CPython {python}, `-X importtime`, {count} fresh processes per implementation "
+        f"CPython {python}, `-X importtime`, {count} fresh process{'es' * (count > 1)} per "
+        "implementation "
         "(interleaved); the median of each package's summed self time. `-X importtime` "
         "itself slows imports down: compare rows, not totals with the tables above."
     )

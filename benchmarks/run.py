@@ -386,7 +386,8 @@ def main() -> None:
         if not ok
     ]
     if missed:
-        print("\nmissed: " + "; ".join(missed), file=sys.stderr)
+        note = " (a smoke run: too few samples for its times to mean anything)" * args.smoke
+        print(f"\nmissed{note}: " + "; ".join(missed), file=sys.stderr)
     if args.update_docs:
         sections = {"bench-table": report.table(reports[-1]), "bench-breakdown": breakdown}
         if len(reports) > 1:
