@@ -31,7 +31,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from typing import IO, Any
 
 import httpx
 
-from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port
+from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port, wait_for_port
 
 SECTION_BEGIN = "<!-- fleet:begin -->"
 SECTION_END = "<!-- fleet:end -->"
@@ -227,18 +226,6 @@ def _moto_main(port: int) -> None:
         threading.Event().wait()
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto's server exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
 @contextmanager
 def _moto_process() -> Iterator[str]:
     port = free_port()
@@ -252,7 +239,7 @@ def _moto_process() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process, seconds=60)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

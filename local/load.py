@@ -19,7 +19,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port
+from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port, wait_for_port
 
 STOPPED_NOW = "Conversation stopped successfully"
 RSS_GROWTH_LIMIT_MB = 25.0
@@ -83,18 +82,6 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
 @contextmanager
 def _process(
     args: list[str], port: int, env: dict[str, str], log: Path
@@ -108,7 +95,7 @@ def _process(
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_port(port, process)
+            wait_for_port(port, process)
             yield process
         finally:
             process.terminate()
