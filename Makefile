@@ -58,6 +58,7 @@ $(RUNTIME_PYTHON): scripts/runtime-python.sh
 
 build: sam-install runtime-python ## sam build: the arm64 layer and the function, bytecode included
 	$(OFFLINE_AWS) RUNTIME_PYTHON=$(CURDIR)/$(RUNTIME_PYTHON) REQUIRE_BYTECODE=1 \
+	  COMPILE_BYTECODE=$(CURDIR)/scripts/compile-bytecode.sh \
 	  PIP="$(CURDIR)/$(SAM_VENV)/bin/python -m pip" \
 	  $(SAM) build --template template.yaml --build-dir $(SAM_BUILD_DIR)
 
