@@ -199,7 +199,8 @@ class FleetResult:
     shutdown_rows_via: dict[str, int] = field(default_factory=dict)
     stack_queue_left: int = 0
     worker_errors: int = 0
-    route_warnings: int = 0
+    route_errors: int = 0
+    route_warnings: dict[str, int] = field(default_factory=dict)  # by event
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -266,14 +267,18 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 class _Tally(logging.Handler):
-    """Counts the route's log lines at WARNING and above (the rest are not printed)."""
+    """Counts the route's log records at WARNING and above by their first word (the event),
+    errors apart; none is printed."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.count = 0
+        self.errors: Counter[str] = Counter()
+        self.warnings: Counter[str] = Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
+        words = record.getMessage().split()
+        event = words[0] if words else record.levelname
+        (self.errors if record.levelno >= logging.ERROR else self.warnings)[event] += 1
 
 
 class _RouteOutput(io.TextIOBase):
@@ -297,8 +302,12 @@ class _RouteOutput(io.TextIOBase):
         return len(text)
 
     @property
-    def warnings(self) -> int:
-        return sum(n for level, n in self.levels.items() if level not in {"INFO", "DEBUG"})
+    def error_lines(self) -> int:
+        return sum(n for level, n in self.levels.items() if level in {"ERROR", "CRITICAL"})
+
+    @property
+    def warning_lines(self) -> int:
+        return sum(n for level, n in self.levels.items() if level == "WARNING")
 
 
 @contextmanager
@@ -309,10 +318,13 @@ def _stop_route(env: dict[str, str], tally: _Tally) -> Iterator[str]:
     from openhands_stop.edge.settings import Settings
     from openhands_stop.wiring import build_service
 
-    route_logger = logging.getLogger(ROUTE_LOGGER)
-    saved_level = route_logger.level
-    route_logger.setLevel(logging.WARNING)
-    route_logger.addHandler(tally)
+    # The route's loggers here: Powertools' (the service name) and the package's own (no
+    # worker runs in this process). Counted, not printed: they would bury the progress.
+    loggers = [logging.getLogger(ROUTE_LOGGER), logging.getLogger("openhands_stop")]
+    saved_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+        logger.addHandler(tally)
     app = create_app(build_service(Settings.from_environment(env)))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
@@ -329,8 +341,9 @@ def _stop_route(env: dict[str, str], tally: _Tally) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
-        route_logger.removeHandler(tally)
-        route_logger.setLevel(saved_level)
+        for logger, level in zip(loggers, saved_levels, strict=True):
+            logger.removeHandler(tally)
+            logger.setLevel(level)
 
 
 LineSink = Callable[[int, str, dict[str, Any]], None]
@@ -1046,9 +1059,13 @@ def run_fleet(config: FleetConfig, events: Path | None = None) -> FleetResult:
                 fleet.route = route
                 try:
                     result = await fleet.run()
-                    result.route_warnings = tally.count + route_output.warnings
-                    if result.route_warnings:
-                        result.failures.append("the route logged warnings or errors")
+                    result.route_errors = sum(tally.errors.values()) + route_output.error_lines
+                    result.route_warnings = dict(tally.warnings)
+                    if route_output.warning_lines:
+                        warned = route_output.warning_lines
+                        result.route_warnings["request line at WARNING"] = warned
+                    if result.route_errors:
+                        result.failures.append("the route logged errors")
                     return result
                 finally:
                     if events is not None:
@@ -1152,9 +1169,12 @@ def render_section(result: FleetResult) -> str:
          f"{result.shutdown_stops - result.shutdown_rows_unmarked} of {result.shutdown_stops} "
          f"(via: {result.shutdown_rows_via or 'none'})", "all",
          result.shutdown_rows_unmarked == 0),
-        ("Log lines at ERROR from workers / at WARNING or above from the route",
-         f"{result.worker_errors} / {result.route_warnings}", "0 / 0",
-         result.worker_errors == 0 and result.route_warnings == 0),
+        ("Log lines at ERROR from the workers / the route",
+         f"{result.worker_errors} / {result.route_errors}", "0 / 0",
+         result.worker_errors == 0 and result.route_errors == 0),
+        ("The route's warnings, by event", ", ".join(
+            f"{event} {count}" for event, count in sorted(result.route_warnings.items()))
+         or "none", "", True),
         ("Messages left on the stack queue", f"{result.stack_queue_left}", "", True),
     ]  # fmt: skip
     verdict = "every target met" if result.ok else "TARGETS MISSED"

@@ -81,6 +81,9 @@ def test_the_killed_workers_queue_is_swept_and_a_clean_shutdown_leaves_none(
     assert fleet.clean_shutdowns == SMALL.workers - 1
     assert fleet.clean_exits == fleet.clean_shutdowns
     assert fleet.worker_errors == 0
+    assert fleet.route_errors == 0
+    # The one warning the route has reason for here: a claim naming the swept queue.
+    assert set(fleet.route_warnings) <= {"cancel_queue_missing"}
 
 
 @pytest.mark.slow
