@@ -187,6 +187,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
+def stop_process(process: subprocess.Popen[Any], seconds: float = 10) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL if it has not exited within ``seconds``."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -47,7 +47,15 @@ from typing import IO, Any
 
 import httpx
 
-from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port, wait_for_port
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    ROOT,
+    Stack,
+    create_stack,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
 
 SECTION_BEGIN = "<!-- fleet:begin -->"
 SECTION_END = "<!-- fleet:end -->"
@@ -243,12 +251,7 @@ def _moto_process() -> Iterator[str]:
         wait_for_port(port, process, seconds=60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextmanager

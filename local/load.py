@@ -34,7 +34,15 @@ from typing import Any
 
 import httpx
 
-from local.emulation import AWS_DUMMY_ENV, ROOT, Stack, create_stack, free_port, wait_for_port
+from local.emulation import (
+    AWS_DUMMY_ENV,
+    ROOT,
+    Stack,
+    create_stack,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
 
 STOPPED_NOW = "Conversation stopped successfully"
 RSS_GROWTH_LIMIT_MB = 25.0
@@ -98,12 +106,7 @@ def _process(
             wait_for_port(port, process)
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _seed_running(stack: Stack, conversation_ids: list[str]) -> None:

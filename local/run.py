@@ -18,6 +18,7 @@ from local.emulation import (
     create_stack,
     moto_server,
     seed,
+    stop_process,
 )
 
 DEMO_AGENT = "demo-agent"
@@ -48,7 +49,7 @@ def main() -> None:
             print(_banner(args.port, endpoint, stack), flush=True)
             uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
         finally:
-            _stop_worker(worker)
+            stop_process(worker)  # SIGTERM: the worker's clean shutdown
 
 
 def _start_worker(stack: Stack) -> subprocess.Popen[bytes]:
@@ -79,16 +80,6 @@ def _wait_for_claim(stack: Stack, worker: subprocess.Popen[bytes], timeout: floa
             return
         time.sleep(0.1)
     raise SystemExit(f"the worker did not claim {DEMO_AGENT}")
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.terminate()  # SIGTERM: the worker's clean shutdown
-    try:
-        worker.wait(10)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 def _banner(port: int, endpoint: str, stack: Stack) -> str:

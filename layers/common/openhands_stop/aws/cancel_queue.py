@@ -70,13 +70,9 @@ class SqsCancelQueue:
     of one conversation stay in order, different conversations do not wait on each other.
     """
 
-    def __init__(self, client: SQSClient, destinations: CancelDestinations | str) -> None:
+    def __init__(self, client: SQSClient, destinations: CancelDestinations) -> None:
         self._client = client
-        self._destinations = (
-            destinations
-            if isinstance(destinations, CancelDestinations)
-            else CancelDestinations(destinations)
-        )
+        self._destinations = destinations
 
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
         """To ``queue_url`` when allowed, else (or when it no longer exists) the stack's queue."""
