@@ -29,9 +29,10 @@ REGION = "us-east-1"
 TABLE_NAME = "conversations"
 QUEUE_NAME = "cancel.fifo"
 DEAD_LETTER_QUEUE_NAME = "cancel-dlq.fifo"
-WORKER_QUEUE_INFIX = "-worker-"
-"""Workers' queues are named ``<stack queue's name>-worker-<instance>.fifo``, as the
-template's ``WorkerQueuePrefix`` names them after the stack."""
+WORKER_QUEUE_INFIX = "_cancel-worker-"
+"""Workers' queues are named ``<stack>_cancel-worker-<instance>.fifo``, as the template's
+``WorkerQueuePrefix`` names them after the stack (whose name cannot hold ``_``)."""
+STACK_NAME = "stack"
 SECRET_NAME = "stop-conversation/session-api-key"  # noqa: S105 - a name, not a secret
 # A key for the emulation only, the same one the sample events carry. Never a real secret.
 DEMO_SESSION_KEY = "local-demo-session-key"
@@ -88,11 +89,14 @@ def table_definition(template: Mapping[str, Any] | None = None) -> dict[str, Any
     """The CreateTable arguments of the template's conversations table (schema only)."""
     resources = (template or load_template())["Resources"]
     properties = resources["ConversationsTable"]["Properties"]
-    return {
+    definition = {
         "KeySchema": properties["KeySchema"],
         "AttributeDefinitions": properties["AttributeDefinitions"],
         "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
     }
+    if "GlobalSecondaryIndexes" in properties:
+        definition["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+    return definition
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def create_stack(
     if session_key is not None:
         secret_args["SecretString"] = session_key
     secret_arn = secrets.create_secret(**secret_args)["ARN"]
-    prefix = QUEUE_NAME.replace(".fifo", f"{suffix}{WORKER_QUEUE_INFIX}")
+    prefix = f"{STACK_NAME}{suffix.replace('_', '-')}{WORKER_QUEUE_INFIX}"
     return Stack(endpoint_url, table_name, queue_url, dlq_url, secret_arn, prefix)
 
 

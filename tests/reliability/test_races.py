@@ -65,12 +65,17 @@ def claim(stack: Stack, cid: str, worker_id: str, queue_url: str) -> bool:
     """A worker's claim, the worker's own code: STARTING -> RUNNING, fails on STOPPED."""
     claims = DynamoClaimTable(stack.client("dynamodb"), stack.table_name)
     return claims.claim(
-        cid, run_id=f"run-{cid}", worker_id=worker_id, cancel_queue_url=queue_url, now=utc_now()
+        cid,
+        run_id=f"run-{cid}",
+        worker_id=worker_id,
+        worker_instance="0123456789ab",
+        cancel_queue_url=queue_url,
+        now=utc_now(),
     ).claimed
 
 
 def _worker_queue(stack: Stack) -> str:
-    name = f"{stack.worker_queue_prefix}races.fifo"
+    name = f"{stack.worker_queue_prefix}0123456789ab.fifo"
     url: str = stack.client("sqs").create_queue(QueueName=name, Attributes={"FifoQueue": "true"})[
         "QueueUrl"
     ]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from openhands_stop.domain.ports import ClaimTable
 from openhands_stop.worker import Worker, WorkerSettings
+from openhands_stop.worker.clock import Clock
 
 from local.emulation import Stack
 from tests.worker.support import WORKER_ID, WorkerFactory, create_queue
@@ -27,7 +28,11 @@ def standard_queue(stack: Stack) -> str:
 @pytest.fixture
 def make_worker(stack: Stack) -> WorkerFactory:
     def make(
-        queue_url: str | None = None, *, table: ClaimTable | None = None, **overrides: Any
+        queue_url: str | None = None,
+        *,
+        table: ClaimTable | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
     ) -> Worker:
         settings = WorkerSettings.model_validate(
             {
@@ -35,13 +40,13 @@ def make_worker(stack: Stack) -> WorkerFactory:
                 "cancel_queue_url": queue_url or stack.queue_url,
                 "worker_id": WORKER_ID,
                 "wait_time_seconds": 0,
-                "backstop_seconds": 0,
+                "backstop_seconds": 3600,  # passes are driven by hand: backstop_once()
                 "backstop_grace_seconds": 0,
                 "cleanup_timeout_seconds": 2,
                 "shutdown_grace_seconds": 2,
                 **overrides,
             }
         )
-        return Worker(settings, table=table)
+        return Worker(settings, table=table, clock=clock)
 
     return make

@@ -34,7 +34,7 @@ def queue_depth(stack: Stack, queue_url: str) -> tuple[int, int]:
 
 
 def create_queue(stack: Stack, *, fifo: bool) -> str:
-    name = f"{stack.worker_queue_prefix}{uuid.uuid4().hex[:8]}"
+    name = f"{stack.worker_queue_prefix}{uuid.uuid4().hex[:12]}"
     attributes: dict[str, str] = {"FifoQueue": "true"} if fifo else {}
     url: str = stack.client("sqs").create_queue(
         QueueName=f"{name}.fifo" if fifo else name, Attributes=attributes

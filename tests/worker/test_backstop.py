@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from openhands_stop.aws.claims import DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
-from openhands_stop.domain.models import ConversationRecord, utc_now
+from openhands_stop.domain.models import utc_now
+from openhands_stop.domain.ports import HeldRun
+from openhands_stop.worker.clock import Clock
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import Outcome
 
@@ -78,11 +79,11 @@ class FlakyTable(DynamoClaimTable):
 
     reads = 0
 
-    def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
+    def runs_of(self, worker_instance: str) -> list[HeldRun]:
         FlakyTable.reads += 1
         if FlakyTable.reads % 2:
             raise RuntimeError("a bug, or a row no code expected")
-        return super().records(conversation_ids)
+        return super().runs_of(worker_instance)
 
 
 @pytest.mark.anyio
@@ -156,7 +157,12 @@ async def test_a_run_superseded_on_its_row_is_stopped_by_the_backstop(
     drain_queue(stack)
     await worker.register("moved")
     assert elsewhere.claim(
-        "moved", run_id="run-b", worker_id="b", cancel_queue_url="q", now=utc_now()
+        "moved",
+        run_id="run-b",
+        worker_id="b",
+        worker_instance="bbbbbbbbbbbb",
+        cancel_queue_url="q",
+        now=utc_now(),
     ).claimed
     outcomes = await worker.backstop_once()
 
@@ -187,17 +193,25 @@ async def test_the_backstop_leaves_a_fresh_stop_to_its_cancel(
     assert (early, late) == ([], [Outcome.STOPPED])
 
 
+@pytest.mark.parametrize("stopped_at", ["2999-01-01T00:00:00+00:00", "2001-01-01T00:00:00+00:00"])
 @pytest.mark.anyio
-async def test_a_stop_recorded_in_the_future_is_not_left_waiting_for_the_grace(
-    stack: Stack, make_worker: WorkerFactory
+async def test_the_grace_is_the_workers_own_time_whatever_the_rows_clock_said(
+    stack: Stack, make_worker: WorkerFactory, stopped_at: str
 ) -> None:
-    """A skewed clock or a row of other code's: the backstop acts now, not never."""
-    seed(stack, {"ahead": "STARTING"})
-    worker = make_worker(backstop_grace_seconds=60)
+    """A stop stamped far ahead or far behind (another host's clock, a row of other code's)
+    waits the grace on this worker's monotonic clock from the pass that first saw it."""
+    seed(stack, {"skewed": "STARTING"})
+    elapsed = [1000.0]
+    worker = make_worker(backstop_grace_seconds=60, clock=Clock(monotonic=lambda: elapsed[0]))
 
-    await worker.start("ahead", Agent())
-    future = {"stopped_at": {"S": "2999-01-01T00:00:00+00:00"}}
-    overwrite_as_stopped(stack, "ahead", worker.run_id("ahead") or "", future)
-    outcomes = await worker.backstop_once()
+    await worker.start("skewed", Agent())
+    overwrite_as_stopped(
+        stack, "skewed", worker.run_id("skewed") or "", {"stopped_at": {"S": stopped_at}}
+    )
+    first = await worker.backstop_once()
+    elapsed[0] += 59
+    within = await worker.backstop_once()
+    elapsed[0] += 1
+    due = await worker.backstop_once()
 
-    assert outcomes == [Outcome.STOPPED]
+    assert (first, within, due) == ([], [], [Outcome.STOPPED])

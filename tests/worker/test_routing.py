@@ -18,7 +18,12 @@ def test_a_claimed_conversation_is_stopped_through_its_workers_queue(
     seed(stack, {"claimed": "STARTING", "unclaimed": "STARTING"})
     worker_queue = create_queue(stack, fifo=True)
     claim = DynamoClaimTable(dynamodb_client(), stack.table_name).claim(
-        "claimed", run_id="run-7", worker_id="w-7", cancel_queue_url=worker_queue, now=utc_now()
+        "claimed",
+        run_id="run-7",
+        worker_id="w-7",
+        worker_instance="0123456789ab",
+        cancel_queue_url=worker_queue,
+        now=utc_now(),
     )
     assert claim.claimed
 

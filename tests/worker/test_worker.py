@@ -102,7 +102,12 @@ def test_a_conversation_running_elsewhere_is_refused_but_our_own_claim_can_be_re
 
     def claim(worker_id: str, run_id: str) -> ClaimResult:
         return table.claim(
-            CONVERSATION, run_id=run_id, worker_id=worker_id, cancel_queue_url="q", now=utc_now()
+            CONVERSATION,
+            run_id=run_id,
+            worker_id=worker_id,
+            worker_instance=f"{worker_id}0",
+            cancel_queue_url="q",
+            now=utc_now(),
         )
 
     assert claim("a", "run-a").claimed

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import pytest
 from openhands_stop.aws.clients import long_poll_sqs_client
-from openhands_stop.aws.worker_queues import HEARTBEAT_TAG, WorkerQueues
+from openhands_stop.aws.worker_queues import WorkerQueues
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import Outcome, Worker
 
@@ -96,59 +95,67 @@ async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewri
     [statement] = json.loads(mine["Policy"])["Statement"]
     assert statement["Resource"] == mine["QueueArn"]
     assert statement["Condition"] == policy["Statement"][0]["Condition"]  # type: ignore[index]
-    tags = sqs.list_queue_tags(QueueUrl=own)["Tags"]
-    assert abs(float(tags[HEARTBEAT_TAG]) - time.time()) < 60
+    # Set at CreateQueue: the worker policy grants no SetQueueAttributes.
+    assert own.rsplit("/", 1)[1] == f"{stack.worker_queue_prefix}{worker.instance}.fifo"
 
 
 @pytest.mark.anyio
-async def test_a_crashed_workers_queue_is_swept_and_a_live_ones_is_kept(
+async def test_at_start_queues_without_a_live_worker_are_swept_and_others_kept(
     stack: Stack, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     sqs = stack.client("sqs")
     fifo = {"FifoQueue": "true"}
     prefix = stack.worker_queue_prefix
 
-    def leftover(name: str, beat_age: float | None) -> str:
-        tags = {HEARTBEAT_TAG: str(int(time.time() - beat_age))} if beat_age is not None else {}
-        url: str = sqs.create_queue(QueueName=f"{prefix}{name}.fifo", Attributes=fifo, tags=tags)[
-            "QueueUrl"
-        ]
+    def queue(name: str) -> str:
+        url: str = sqs.create_queue(QueueName=f"{prefix}{name}.fifo", Attributes=fifo)["QueueUrl"]
         return url
 
-    crashed = leftover("crashed", beat_age=3600)
-    alive = leftover("alive", beat_age=5)
-    untagged = leftover("untagged", beat_age=None)
+    peer = fleet_worker(make_worker, stack)
+    await peer.open()
+    unowned = queue("0123456789ab")  # its worker died before liveness items, say
+    not_a_worker_queue = queue("by-hand")  # under the prefix, but no worker's name
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
-    worker = fleet_worker(make_worker, stack, orphan_queue_seconds=600)
+    worker = fleet_worker(make_worker, stack)
 
-    await worker.open()  # every worker sweeps at start, and after each heartbeat
-    own = worker.cancel_queue_url
+    await worker.open()
 
-    assert sorted(queues_under_prefix(stack)) == sorted([alive, untagged, own])
-    [swept] = [r.fields for r in caplog.records if r.getMessage() == "orphan_queue_deleted"]  # type: ignore[attr-defined]
-    assert swept["queue_url"] == crashed
-    assert crashed not in queues_under_prefix(stack)
+    assert sorted(queues_under_prefix(stack)) == sorted(
+        [peer.cancel_queue_url, not_a_worker_queue, worker.cancel_queue_url]
+    )
+    [swept] = [r.fields for r in caplog.records if r.getMessage() == "unowned_queue_deleted"]  # type: ignore[attr-defined]
+    assert swept["queue_url"] == unowned
 
 
 @pytest.mark.anyio
-async def test_a_queue_swept_while_its_worker_hung_is_made_again(
+async def test_a_queue_deleted_under_a_live_worker_is_made_again_and_its_runs_follow(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
-    seed(stack, {"after": "STARTING"})
+    seed(stack, {"before": "STARTING", "after": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 
     await worker.open()
     first = worker.cancel_queue_url
+    before = await worker.start("before", Agent())
     stack.client("sqs").delete_queue(QueueUrl=first)
-    assert worker._own_queue is not None
-    await worker._own_queue.beat()
+    assert await worker.poll_once(0) == []  # NonExistentQueue: a new queue, at once
     second = worker.cancel_queue_url
-    await worker.start("after", Agent())
-    service.stop("after", "r")
+    after = await worker.start("after", Agent())
+    service.stop("before", "r1")
+    service.stop("after", "r2")
     outcomes = await worker.poll_once()
+    if len(outcomes) < 2:
+        outcomes += await worker.poll_once()
+    await worker.aclose()
 
     assert second != first
-    assert outcomes == [Outcome.STOPPED]
+    assert sorted(outcomes) == [Outcome.STOPPED, Outcome.STOPPED]  # both via the new queue
+    assert before.cancelled() and after.cancelled()
+    for conversation_id in ("before", "after"):
+        record = read_record(stack, conversation_id)
+        assert record is not None
+        assert record["cancel_queue_url"] == second
+        assert record["loop_stopped_via"] == "queue"
 
 
 @pytest.mark.anyio
@@ -196,16 +203,23 @@ async def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows
         await worker.poll_shared_once(0)
         service.stop("backstopped", "r2")
         await worker.backstop_once()
-        assert worker._own_queue is not None
-        await worker._own_queue.beat()
-        await worker._own_queue.sweep()
+        await worker.beat_once()
+        await worker.judge_once()
         await worker.aclose()
     route = {"secretsmanager.GetSecretValue", "sqs.SendMessage"}
     used = {
         f"{name.split('.')[0]}:{name.split('.')[1]}" for name in counter.calls if name not in route
     }
     assert used <= granted, used - granted
-    assert {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue", "sqs:ListQueues"} <= used
+    assert {
+        "sqs:CreateQueue",
+        "sqs:DeleteQueue",
+        "sqs:ListQueues",
+        "dynamodb:Query",
+        "dynamodb:DeleteItem",
+    } <= used
+    # No worker can rewrite a peer queue's policy, nor needs tags.
+    assert not {"sqs:SetQueueAttributes", "sqs:TagQueue", "sqs:ListQueueTags"} & granted
 
 
 def _as_list(value: Any) -> list[Any]:

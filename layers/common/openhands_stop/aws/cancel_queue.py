@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -19,46 +20,65 @@ _log = logging.getLogger("openhands_stop.cancels")
 
 @dataclass(frozen=True)
 class QueueName:
-    """A queue's identity as its URL names it: its account and its name."""
+    """A queue's identity as its URL names it: where it is served, its account, its name."""
 
+    origin: str
     account: str
     name: str
 
     @classmethod
     def from_url(cls, url: str) -> QueueName | None:
-        """``https://sqs.<region>.amazonaws.com/<account>/<name>`` (or an emulation's URL)."""
+        """``https://sqs.<region>.amazonaws.com/<account>/<name>`` (or an emulation's URL);
+        ``None`` for anything else, a query or a fragment included."""
         parts = urlsplit(url)
-        segments = parts.path.strip("/").split("/")
-        if parts.scheme not in ("https", "http") or len(segments) != 2 or not all(segments):
+        segments = parts.path.split("/")
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+            or "?" in url
+            or "#" in url
+            or len(segments) != 3
+            or segments[0]
+            or not all(segments[1:])
+        ):
             return None
-        return cls(account=segments[0], name=segments[1])
+        return cls(f"{parts.scheme}://{parts.netloc}", segments[1], segments[2])
+
+
+def worker_queue_pattern(prefix: str) -> re.Pattern[str]:
+    """A worker queue's name: the stack's prefix, the worker's 12 hex, ``.fifo``; nothing
+    else (the template's IAM grants exactly ``<prefix>????????????.fifo``)."""
+    return re.compile(re.escape(prefix) + r"[0-9a-f]{12}\.fifo")
 
 
 class CancelDestinations:
     """Where the route may send a cancel: the stack's queue, and the fleet's workers' queues.
 
     A row's ``cancel_queue_url`` is data, possibly written by other code: a cancel goes there
-    only when it names a queue of the stack's own account under the workers' name prefix (the
-    template's IAM allows exactly those too); anything else goes to the stack's queue, where
-    a worker still honours it by run id (tests/test_cancel_routing.py).
+    only when it names a worker queue of this stack exactly (the stack queue's scheme, host
+    and account; a name of the prefix, 12 hex and ``.fifo``; no query or fragment); anything
+    else goes to the stack's queue, whose readers route it to the run's holder
+    (tests/test_cancel_routing.py).
     """
 
-    def __init__(self, default_queue_url: str, *, worker_queue_prefix: str = "") -> None:
-        self.default_queue_url = default_queue_url
-        self._default = QueueName.from_url(default_queue_url)
-        self._prefix = worker_queue_prefix
+    def __init__(self, stack_queue_url: str, *, worker_queue_prefix: str = "") -> None:
+        self.stack_queue_url = stack_queue_url
+        self._stack = QueueName.from_url(stack_queue_url)
+        self._pattern = worker_queue_pattern(worker_queue_prefix) if worker_queue_prefix else None
 
     def allows(self, queue_url: str) -> bool:
-        if queue_url == self.default_queue_url:
+        if queue_url == self.stack_queue_url:
             return True
         name = QueueName.from_url(queue_url)
-        if name is None:
-            return False
         return (
-            bool(self._prefix)
-            and self._default is not None
-            and name.account == self._default.account
-            and name.name.startswith(self._prefix)
+            name is not None
+            and self._pattern is not None
+            and self._stack is not None
+            and name.origin == self._stack.origin
+            and name.account == self._stack.account
+            and self._pattern.fullmatch(name.name) is not None
         )
 
 
@@ -76,7 +96,7 @@ class SqsCancelQueue:
 
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
         """To ``queue_url`` when allowed, else (or when it no longer exists) the stack's queue."""
-        default = self._destinations.default_queue_url
+        default = self._destinations.stack_queue_url
         url = queue_url or default
         if url != default and not self._destinations.allows(url):
             _log.warning("cancel_queue_refused conversation_id=%s", message.sid)

@@ -10,18 +10,25 @@ from typing import TYPE_CHECKING, Any
 from openhands_stop.aws.conversation_table import (
     PARTITION_KEY,
     conditional_update,
+    held_run_from_item,
     record_from_item,
     timestamp,
 )
 from openhands_stop.aws.failures import dependency_call
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import ConversationRecord, ConversationStatus, RunEnd
-from openhands_stop.domain.ports import ClaimResult
+from openhands_stop.domain.ports import ClaimResult, HeldRun
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["BATCH_GET_MAX_KEYS", "ClaimResult", "DynamoClaimTable"]
+__all__ = [
+    "BATCH_GET_MAX_KEYS",
+    "RUNS_BY_WORKER_INDEX",
+    "ClaimResult",
+    "DynamoClaimTable",
+    "HeldRun",
+]
 
 BATCH_GET_MAX_KEYS = 100
 """BatchGetItem's limit on keys per call."""
@@ -31,9 +38,13 @@ _UNPROCESSED_ROUNDS = 5
 _log = logging.getLogger("openhands_stop.rows")
 
 _RUN_FIELDS = (
-    "run_id, worker_id, cancel_queue_url, claimed_at, stop_id, stop_request_id, stopped_at, "
-    "loop_stopped_at, loop_stopped_via"
+    "run_id, worker_id, worker_instance, cancel_queue_url, claimed_at, stop_id, "
+    "stop_request_id, stopped_at, stopped_from, stopped_version, loop_stopped_at, "
+    "loop_stopped_via"
 )
+
+RUNS_BY_WORKER_INDEX = "runs-by-worker"
+"""The table's sparse index of rows by ``worker_instance`` (template.yaml): a worker's runs."""
 
 _REGISTER: dict[str, Any] = {
     # A restart forgets the previous run entirely: its late cancel names a run that is no
@@ -51,9 +62,9 @@ _REGISTER: dict[str, Any] = {
 
 _CLAIM: dict[str, Any] = {
     "UpdateExpression": (
-        "SET #status = :running, run_id = :run, worker_id = :worker, cancel_queue_url = :queue, "
-        "claimed_at = :now, updated_at = :now REMOVE loop_stopped_at, loop_stopped_via "
-        "ADD version :one"
+        "SET #status = :running, run_id = :run, worker_id = :worker, "
+        "worker_instance = :instance, cancel_queue_url = :queue, claimed_at = :now, "
+        "updated_at = :now REMOVE loop_stopped_at, loop_stopped_via ADD version :one"
     ),
     # Only a STARTING conversation can be claimed: a missing row has no status, and a STOPPED
     # one was stopped before its loop started, so the stop wins. A retry of our own claim
@@ -67,20 +78,56 @@ _CLAIM: dict[str, Any] = {
 _RUN_ENDED: dict[str, Any] = {
     # STOPPED stays STOPPED (the stop carried out); RUNNING becomes STOPPED (the loop ended
     # by itself), so the table never says RUNNING for a loop that is gone. Only while the
-    # row's run is still this one: a newer run's row is never touched.
+    # row's run is still this one and its end is not yet recorded: a newer run's row is never
+    # touched, and the first end recorded (a peer's release, say) is kept. The row leaves the
+    # runs-by-worker index (no ``worker_instance``).
     "UpdateExpression": (
         "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
-        "updated_at = :now ADD version :one"
+        "updated_at = :now REMOVE worker_instance ADD version :one"
     ),
-    "ConditionExpression": "run_id = :run AND #status IN (:running, :stopped)",
+    "ConditionExpression": (
+        "run_id = :run AND #status IN (:running, :stopped) "
+        "AND attribute_not_exists(loop_stopped_at)"
+    ),
     "ExpressionAttributeNames": {"#status": "status"},
+    "ReturnValues": "NONE",
+    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+}
+
+_RELEASE_LOST: dict[str, Any] = {
+    # A dead worker's run: only while the row still names that worker and that run, and its
+    # loop's end is not recorded; a RUNNING row becomes STOPPED, a STOPPED one (a stop whose
+    # cancel went to the dead worker's queue) gets its end recorded.
+    "UpdateExpression": (
+        "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
+        "updated_at = :now REMOVE worker_instance ADD version :one"
+    ),
+    "ConditionExpression": (
+        "worker_instance = :instance AND run_id = :run AND #status IN (:running, :stopped) "
+        "AND attribute_not_exists(loop_stopped_at)"
+    ),
+    "ExpressionAttributeNames": {"#status": "status"},
+    "ReturnValues": "NONE",
+    "ReturnValuesOnConditionCheckFailure": "NONE",
+}
+
+_MOVE_RUN: dict[str, Any] = {
+    # A worker that had to make a new queue (and so a new instance) moves its runs there.
+    "UpdateExpression": (
+        "SET worker_instance = :new_instance, cancel_queue_url = :queue, updated_at = :now "
+        "ADD version :one"
+    ),
+    "ConditionExpression": (
+        "worker_instance = :instance AND run_id = :run AND attribute_not_exists(loop_stopped_at)"
+    ),
     "ReturnValues": "NONE",
     "ReturnValuesOnConditionCheckFailure": "NONE",
 }
 
 # What the backstop needs of a row: its run, enough to cancel, and to log the stop's latency.
 _BACKSTOP_PROJECTION = (
-    "conversation_id, #status, run_id, stop_id, stop_request_id, stopped_at, claimed_at"
+    "conversation_id, #status, run_id, worker_instance, stop_id, stop_request_id, stopped_at, "
+    "claimed_at, loop_stopped_at"
 )
 
 
@@ -112,6 +159,7 @@ class DynamoClaimTable:
         *,
         run_id: str,
         worker_id: str,
+        worker_instance: str,
         cancel_queue_url: str,
         now: datetime,
     ) -> ClaimResult:
@@ -125,6 +173,7 @@ class DynamoClaimTable:
                 ":starting": {"S": ConversationStatus.STARTING.value},
                 ":run": {"S": run_id},
                 ":worker": {"S": worker_id},
+                ":instance": {"S": worker_instance},
                 ":queue": {"S": cancel_queue_url},
                 ":now": {"S": timestamp(now)},
                 ":one": {"N": "1"},
@@ -136,7 +185,10 @@ class DynamoClaimTable:
     def record_run_ended(
         self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
     ) -> bool:
-        applied, _ = conditional_update(
+        """Record the end of run ``run_id``: ``True`` when the row now says it ended (by
+        this call, by an earlier attempt of it whose answer was lost, or by a peer's
+        release), ``False`` when the row is another run's or gone."""
+        applied, record = conditional_update(
             self._client,
             self._table_name,
             conversation_id,
@@ -150,7 +202,79 @@ class DynamoClaimTable:
             },
             _RUN_ENDED,
         )
+        return applied or (
+            record is not None and record.run_id == run_id and record.loop_stopped_at is not None
+        )
+
+    def release_lost_run(
+        self, conversation_id: str, run_id: str, *, worker_instance: str, now: datetime
+    ) -> bool:
+        """A dead worker's run is over (``loop_stopped_via: worker_lost``): did it apply?"""
+        applied, _ = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":stopped": {"S": ConversationStatus.STOPPED.value},
+                ":running": {"S": ConversationStatus.RUNNING.value},
+                ":instance": {"S": worker_instance},
+                ":run": {"S": run_id},
+                ":via": {"S": RunEnd.WORKER_LOST.value},
+                ":now": {"S": timestamp(now)},
+                ":one": {"N": "1"},
+            },
+            _RELEASE_LOST,
+        )
         return applied
+
+    def move_run(
+        self,
+        conversation_id: str,
+        run_id: str,
+        *,
+        worker_instance: str,
+        to_instance: str,
+        cancel_queue_url: str,
+        now: datetime,
+    ) -> bool:
+        """Record the run's new holder instance and queue (its worker made a new queue)."""
+        applied, _ = conditional_update(
+            self._client,
+            self._table_name,
+            conversation_id,
+            {
+                ":instance": {"S": worker_instance},
+                ":new_instance": {"S": to_instance},
+                ":run": {"S": run_id},
+                ":queue": {"S": cancel_queue_url},
+                ":now": {"S": timestamp(now)},
+                ":one": {"N": "1"},
+            },
+            _MOVE_RUN,
+        )
+        return applied
+
+    def runs_of(self, worker_instance: str) -> list[HeldRun]:
+        """The rows the runs-by-worker index holds for this worker (eventually consistent:
+        a claim of the last moment may be missing, so absence alone proves nothing)."""
+        held: list[HeldRun] = []
+        request: dict[str, Any] = {
+            "TableName": self._table_name,
+            "IndexName": RUNS_BY_WORKER_INDEX,
+            "KeyConditionExpression": "worker_instance = :instance",
+            "ExpressionAttributeValues": {":instance": {"S": worker_instance}},
+        }
+        while True:
+            with dependency_call("dynamodb"):
+                response = self._client.query(**request)
+            for item in response.get("Items", []):
+                row = held_run_from_item(item)
+                if row is not None:
+                    held.append(row)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return held
+            request["ExclusiveStartKey"] = last
 
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
         """The current rows of these conversations (strongly consistent), by id.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from openhands_stop.domain.models import (
     RunEnd,
     StopRequest,
 )
-from openhands_stop.domain.ports import StopTransition
+from openhands_stop.domain.ports import HeldRun, StopTransition
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,8 +27,13 @@ PARTITION_KEY = "conversation_id"
 _log = logging.getLogger("openhands_stop.rows")
 
 _MARK_STOPPED: dict[str, Any] = {
+    # ``stopped_from`` and ``stopped_version`` keep what the stop found (operands read the row
+    # as it was before the write): a retry of this stop, refused by its own condition, still
+    # answers the status it stopped, and a resent cancel is identical to the first.
     "UpdateExpression": (
-        "SET #status = :stopped, stop_id = :stop_id, stop_request_id = :request_id, "
+        "SET #status = :stopped, stopped_from = #status, "
+        "stopped_version = if_not_exists(version, :zero), "
+        "stop_id = :stop_id, stop_request_id = :request_id, "
         "stopped_at = :now, updated_at = :now ADD version :one"
     ),
     # A missing row has no status, so unknown conversations fail the condition too:
@@ -59,10 +65,38 @@ class DynamoConversationTable:
                 ":request_id": {"S": stop.request_id},
                 ":now": {"S": timestamp(stop.requested_at)},
                 ":one": {"N": "1"},
+                ":zero": {"N": "0"},
             },
             _MARK_STOPPED,
         )
+        if not stopped_now and record is not None and _stopped_by(record, stop.stop_id):
+            # Our own earlier attempt was applied and its answer lost (a timeout, then the
+            # SDK's retry): this request did stop it (tests/reliability/test_ambiguous_writes.py).
+            return StopTransition(stopped_now=True, record=_as_before_stop(record))
         return StopTransition(stopped_now=stopped_now, record=record)
+
+
+def _stopped_by(record: ConversationRecord, stop_id: str) -> bool:
+    return (
+        record.status is ConversationStatus.STOPPED
+        and record.stop_id == stop_id
+        and record.stopped_from is not None
+    )
+
+
+def _as_before_stop(record: ConversationRecord) -> ConversationRecord:
+    """The row as the stop found it, rebuilt from what the stop kept on it."""
+    assert record.stopped_from is not None
+    return replace(
+        record,
+        status=record.stopped_from,
+        version=record.stopped_version,
+        stop_id=None,
+        stop_request_id=None,
+        stopped_at=None,
+        stopped_from=None,
+        stopped_version=None,
+    )
 
 
 def conditional_update(
@@ -140,6 +174,7 @@ _KNOWN_STATUSES = frozenset(status.value for status in ConversationStatus)
 _STRING_FIELDS = (
     "run_id",
     "worker_id",
+    "worker_instance",
     "cancel_queue_url",
     "stop_id",
     "stop_request_id",
@@ -179,9 +214,15 @@ def record_from_item(item: dict[str, Any] | None) -> ConversationRecord | None:
     if via is not None and via not in _RUN_ENDS:
         malformed.append("loop_stopped_via")
         via = None
-    version = _integer(item.get("version"))
-    if version is None and "version" in item:
-        malformed.append("version")
+    stopped_from = _string(item.get("stopped_from"))
+    if stopped_from is not None and stopped_from not in _KNOWN_STATUSES:
+        malformed.append("stopped_from")
+        stopped_from = None
+    integers: dict[str, int | None] = {}
+    for name in ("version", "stopped_version"):
+        integers[name] = _integer(item.get(name))
+        if integers[name] is None and name in item and "NULL" not in item[name]:
+            malformed.append(name)
     if malformed:
         _log.warning(
             "malformed_row_fields conversation_id=%s fields=%s",
@@ -193,14 +234,17 @@ def record_from_item(item: dict[str, Any] | None) -> ConversationRecord | None:
         status=ConversationStatus(status),
         run_id=strings["run_id"],
         worker_id=strings["worker_id"],
+        worker_instance=strings["worker_instance"],
         cancel_queue_url=strings["cancel_queue_url"],
         claimed_at=moments["claimed_at"],
         stop_id=strings["stop_id"],
         stop_request_id=strings["stop_request_id"],
         stopped_at=moments["stopped_at"],
+        stopped_from=ConversationStatus(stopped_from) if stopped_from is not None else None,
+        stopped_version=integers["stopped_version"],
         loop_stopped_at=moments["loop_stopped_at"],
         loop_stopped_via=RunEnd(via) if via is not None else None,
-        version=version,
+        version=integers["version"],
     )
 
 
@@ -227,3 +271,20 @@ def _integer(value: dict[str, Any] | None) -> int | None:
         return int(number)
     except ValueError:
         return None
+
+
+def held_run_from_item(item: dict[str, Any]) -> HeldRun | None:
+    """A runs-by-worker index entry; its status as stored, whatever it is (a status none of
+    ours means the run is over), and ``None`` only without a conversation id."""
+    conversation_id = _string(item.get(PARTITION_KEY))
+    if conversation_id is None:
+        return None
+    status = item.get("status", {}).get("S") if isinstance(item.get("status"), dict) else None
+    return HeldRun(
+        conversation_id=conversation_id,
+        status=status if isinstance(status, str) else None,
+        run_id=_string(item.get("run_id")),
+        stop_id=_string(item.get("stop_id")),
+        stop_request_id=_string(item.get("stop_request_id")),
+        stopped_at=_moment(item.get("stopped_at")),
+    )

@@ -1,28 +1,25 @@
 """Per-worker cancel queues: each worker of a fleet owns one, named under the stack's prefix.
 
-A worker creates its queue at start as a copy of the stack's queue (FIFO, same redrive to the
-stack's dead-letter queue, same encryption, same policy with the ARN rewritten), keeps a
-heartbeat tag on it, and deletes it on a clean shutdown. A worker that died without shutting
-down leaves its queue behind; every live worker sweeps the prefix and deletes queues whose
-heartbeat is older than the orphan age (tests/worker/test_worker_queues.py).
+A worker instance creates its queue, ``<prefix><instance>.fifo``, at start as a copy of the
+stack's queue (FIFO, the same redrive to the stack's dead-letter queue, encryption,
+throughput mode, and policy with the ARN rewritten, all set at CreateQueue: no worker needs
+SetQueueAttributes, so none can rewrite a peer's policy), and deletes it on a clean shutdown.
+A dead worker's queue is deleted by the peer that judges it dead (``worker.liveness``); a
+queue whose instance has no liveness item at all is swept when a worker starts
+(tests/worker/test_worker_queues.py).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from openhands_stop.aws.cancel_queue import QueueName, worker_queue_pattern
 from openhands_stop.aws.failures import dependency_call, is_missing_queue
 from openhands_stop.domain.errors import DependencyFailure
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-HEARTBEAT_TAG = "openhands-stop:heartbeat"
-"""Seconds since the epoch at which the owning worker last showed it is alive."""
-WORKER_TAG = "openhands-stop:worker-id"
 
 QUEUE_NAME_MAX = 80
 """SQS's limit on a queue name, ``.fifo`` included."""
@@ -37,6 +34,8 @@ _INHERITED = (
     "SqsManagedSseEnabled",
     "KmsMasterKeyId",
     "KmsDataKeyReusePeriodSeconds",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
     "Policy",
 )
 
@@ -45,30 +44,40 @@ def max_prefix_length() -> int:
     return QUEUE_NAME_MAX - len(".fifo") - INSTANCE_HEX_DIGITS
 
 
-@dataclass(frozen=True)
-class SweptQueue:
-    queue_url: str
-    heartbeat: float | None
-
-
 class WorkerQueues:
-    """CreateQueue, TagQueue, ListQueues, ListQueueTags and DeleteQueue under one prefix."""
+    """CreateQueue, GetQueueAttributes, ListQueues and DeleteQueue under one prefix."""
 
     def __init__(self, client: SQSClient, stack_queue_url: str, prefix: str) -> None:
         if not prefix or len(prefix) > max_prefix_length():
             raise ValueError(f"WORKER_QUEUE_PREFIX must be 1 to {max_prefix_length()} characters")
+        stack = QueueName.from_url(stack_queue_url)
+        if stack is None:
+            raise ValueError("CANCEL_QUEUE_URL must be a queue URL")
         self._client = client
         self._stack_queue_url = stack_queue_url
+        self._stack = stack
+        self._pattern = worker_queue_pattern(prefix)
         self.prefix = prefix
 
-    def create(self, worker_id: str, now: float) -> str:
-        """A new queue for this worker's life, shaped like the stack's; its URL."""
+    def url_for(self, instance: str) -> str:
+        """The URL the instance's queue has (or will have): SQS's URLs are name-derived."""
+        return f"{self._stack.origin}/{self._stack.account}/{self.prefix}{instance}.fifo"
+
+    def instance_of(self, queue_url: str) -> str | None:
+        """The instance a worker queue's URL names; ``None`` for any other URL."""
+        name = QueueName.from_url(queue_url)
+        if name is None or self._pattern.fullmatch(name.name) is None:
+            return None
+        return name.name.removeprefix(self.prefix).removesuffix(".fifo")
+
+    def create(self, instance: str) -> str:
+        """The instance's queue, shaped like the stack's; its URL."""
         with dependency_call("sqs"):
             answer = self._client.get_queue_attributes(
                 QueueUrl=self._stack_queue_url, AttributeNames=["All"]
             )
         stack: dict[str, str] = {str(k): v for k, v in answer.get("Attributes", {}).items()}
-        name = f"{self.prefix}{secrets.token_hex(INSTANCE_HEX_DIGITS // 2)}.fifo"
+        name = f"{self.prefix}{instance}.fifo"
         attributes: dict[str, str] = {"FifoQueue": "true"}
         for key in _INHERITED:
             if stack.get(key):
@@ -77,27 +86,15 @@ class WorkerQueues:
         if "Policy" in attributes and stack_arn:
             queue_arn = f"{stack_arn.rsplit(':', 1)[0]}:{name}"
             attributes["Policy"] = _rewrite_policy(attributes["Policy"], stack_arn, queue_arn)
-        request: Any = {
-            "QueueName": name,
-            "Attributes": attributes,
-            "tags": {HEARTBEAT_TAG: _seconds(now), WORKER_TAG: worker_id[:256]},
-        }
+        request: Any = {"QueueName": name, "Attributes": attributes}
         with dependency_call("sqs"):
             url: str = self._client.create_queue(**request)["QueueUrl"]
         return url
 
-    def heartbeat(self, queue_url: str, now: float) -> bool:
-        """Show the queue's owner is alive; ``False`` when the queue no longer exists."""
-        try:
-            with dependency_call("sqs"):
-                self._client.tag_queue(QueueUrl=queue_url, Tags={HEARTBEAT_TAG: _seconds(now)})
-        except DependencyFailure as failure:
-            if is_missing_queue(failure):
-                return False
-            raise
-        return True
-
     def delete(self, queue_url: str) -> None:
+        """Delete a worker queue (gone already: done); any other URL is refused."""
+        if self.instance_of(queue_url) is None:
+            raise ValueError("not a worker queue of this stack")
         try:
             with dependency_call("sqs"):
                 self._client.delete_queue(QueueUrl=queue_url)
@@ -105,53 +102,47 @@ class WorkerQueues:
             if not is_missing_queue(failure):
                 raise
 
-    def sweep(self, *, now: float, orphan_after: float, keep: str) -> list[SweptQueue]:
-        """Delete the prefix's queues whose heartbeat is older than ``orphan_after`` seconds.
-
-        A queue without a heartbeat tag (being created right now, or made by hand) is kept.
-        """
-        swept: list[SweptQueue] = []
-        for url in self._list():
-            if url == keep:
-                continue
-            try:
-                with dependency_call("sqs"):
-                    tags = self._client.list_queue_tags(QueueUrl=url).get("Tags", {})
-            except DependencyFailure as failure:
-                if is_missing_queue(failure):
-                    continue
-                raise
-            beat = _parse_seconds(tags.get(HEARTBEAT_TAG))
-            if beat is not None and now - beat > orphan_after:
-                self.delete(url)
-                swept.append(SweptQueue(url, beat))
-        return swept
-
-    def _list(self) -> list[str]:
-        urls: list[str] = []
+    def listed(self) -> dict[str, str]:
+        """The worker queues under the prefix, by instance (names that are not a worker
+        queue's exactly are never listed, so never deleted)."""
+        found: dict[str, str] = {}
         request: dict[str, Any] = {"QueueNamePrefix": self.prefix, "MaxResults": 1000}
         while True:
             with dependency_call("sqs"):
                 response = self._client.list_queues(**request)
-            urls.extend(response.get("QueueUrls", []))
+            for url in response.get("QueueUrls", []):
+                instance = self.instance_of(url)
+                if instance is not None:
+                    found[instance] = url
             token = response.get("NextToken")
             if not token:
-                return urls
+                return found
             request["NextToken"] = token
+
+    def dead_letter_url(self) -> str | None:
+        """The stack queue's dead-letter queue, where an unreadable cancel is set aside."""
+        return dead_letter_url(self._client, self._stack_queue_url)
+
+
+def dead_letter_url(client: SQSClient, queue_url: str) -> str | None:
+    """The URL of ``queue_url``'s dead-letter queue (its redrive target), if it has one."""
+    with dependency_call("sqs"):
+        answer = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    policy = answer.get("Attributes", {}).get("RedrivePolicy")
+    source = QueueName.from_url(queue_url)
+    if not policy or source is None:
+        return None
+    try:
+        arn = str(json.loads(policy)["deadLetterTargetArn"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    parts = arn.split(":")
+    if len(parts) != 6:
+        return None
+    return f"{source.origin}/{parts[4]}/{parts[5]}"
 
 
 def _rewrite_policy(policy: str, stack_arn: str, queue_arn: str) -> str:
     """The stack queue's policy, for this queue: its own ARN wherever the stack's appears."""
     document = json.loads(policy)
     return json.dumps(document).replace(json.dumps(stack_arn)[1:-1], json.dumps(queue_arn)[1:-1])
-
-
-def _seconds(now: float) -> str:
-    return str(int(now))
-
-
-def _parse_seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -66,7 +66,7 @@ def close_session(
     transition = table.mark_stopped(conversation_id, stop)
     record = transition.record
     if transition.stopped_now and record is not None:
-        cancel = CancelMessage.for_stop(conversation_id, stop, record.run_id)
+        cancel = CancelMessage.for_stop(conversation_id, stop, record)
         cancels.send(cancel, record.cancel_queue_url)
         return StopResult(conversation_id, previous_status=record.status, cancel_sent=True)
     if record is not None and _stopped_recently(record, stop.requested_at, resend_window):
@@ -94,4 +94,5 @@ def _recorded_cancel(record: ConversationRecord) -> CancelMessage:
         request_id=record.stop_request_id or record.stop_id,
         requested_at=record.stopped_at,
         run_id=record.run_id,
+        row_version=record.stopped_version,
     )

@@ -12,8 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 """What a conversation id may be: path characters, dots and unicode never reach AWS."""
 
-CANCEL_SCHEMA_VERSION = 2
-"""2 added ``run_id``; a worker still reads version 1 (no run: see ``Runs.target_of``)."""
+CANCEL_SCHEMA_VERSION = 3
+"""2 added ``run_id``, 3 ``row_version``; a worker still reads 1 and 2 (``Run.targeted_by``)."""
 
 
 # The statuses of OpenHands 0.53, the version the route's OpenAPI document describes.
@@ -58,6 +58,7 @@ class RunEnd(StrEnum):
     FAILED = "failed"  # the loop raised
     WORKER_SHUTDOWN = "worker_shutdown"  # its worker shut down cleanly and cancelled it
     HOST = "host"  # the agent host closed it itself (an OpenHands UI close, an idle reaper)
+    WORKER_LOST = "worker_lost"  # its worker was judged dead: a peer released the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +69,22 @@ class ConversationRecord:
     so every other field is optional and read leniently (a malformed one is absent, see
     ``aws.conversation_table.record_from_item``; tests/test_lenient_rows.py holds this).
     ``run_id`` names the current run: a claim starts a new one, a restart clears it.
+    ``worker_instance`` names the worker process holding it (the key of the runs-by-worker
+    index), ``stopped_from`` the status a stop found, so a retried stop can still answer it.
     """
 
     conversation_id: str
     status: ConversationStatus
     run_id: str | None = None
     worker_id: str | None = None
+    worker_instance: str | None = None
     cancel_queue_url: str | None = None
     claimed_at: datetime | None = None
     stop_id: str | None = None
     stop_request_id: str | None = None
     stopped_at: datetime | None = None
+    stopped_from: ConversationStatus | None = None
+    stopped_version: int | None = None
     loop_stopped_at: datetime | None = None
     loop_stopped_via: RunEnd | None = None
     version: int | None = None
@@ -90,7 +96,9 @@ class CancelMessage(BaseModel):
     ``message_type`` and ``sid`` are exactly what OpenHands publishes; ``stop_id`` names
     the stop (a retry of the same stop carries the same one, so duplicates are harmless);
     ``run_id`` names the run it stops (``None``: the conversation was never claimed), so a
-    late cancel never stops a newer run of the same conversation.
+    late cancel never stops a newer run of the same conversation; ``row_version`` is the
+    row's version the stop found, so a run-less cancel is matched to a run by the row's own
+    counter, never by comparing two hosts' clocks.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -102,15 +110,20 @@ class CancelMessage(BaseModel):
     request_id: str
     requested_at: AwareDatetime
     run_id: str | None = None
+    row_version: int | None = None
 
     @classmethod
-    def for_stop(cls, conversation_id: str, stop: StopRequest, run_id: str | None) -> CancelMessage:
+    def for_stop(
+        cls, conversation_id: str, stop: StopRequest, record: ConversationRecord
+    ) -> CancelMessage:
+        """The cancel of ``stop``, for the run ``record`` (the row before the stop) held."""
         return cls(
             sid=conversation_id,
             stop_id=stop.stop_id,
             request_id=stop.request_id,
             requested_at=stop.requested_at,
-            run_id=run_id,
+            run_id=record.run_id,
+            row_version=record.version,
         )
 
 

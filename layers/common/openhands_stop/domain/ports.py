@@ -41,6 +41,21 @@ class ClaimResult:
     record: ConversationRecord | None
 
 
+@dataclass(frozen=True)
+class HeldRun:
+    """A run's row as the runs-by-worker index shows it to the worker holding it.
+
+    ``status`` is the stored text, whatever it is: anything but RUNNING ends the run.
+    """
+
+    conversation_id: str
+    status: str | None
+    run_id: str | None
+    stop_id: str | None
+    stop_request_id: str | None
+    stopped_at: datetime | None
+
+
 class ClaimTable(Protocol):
     """The conversations table as an agent worker uses it: the run lifecycle, and reads."""
 
@@ -54,6 +69,7 @@ class ClaimTable(Protocol):
         *,
         run_id: str,
         worker_id: str,
+        worker_instance: str,
         cancel_queue_url: str,
         now: datetime,
     ) -> ClaimResult:
@@ -64,6 +80,29 @@ class ClaimTable(Protocol):
         self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
     ) -> bool:
         """Record that run ``run_id``'s loop has ended (STOPPED if it still said RUNNING)."""
+        ...
+
+    def release_lost_run(
+        self, conversation_id: str, run_id: str, *, worker_instance: str, now: datetime
+    ) -> bool:
+        """End a dead worker's run on its row (``worker_lost``), only if it is still its."""
+        ...
+
+    def move_run(
+        self,
+        conversation_id: str,
+        run_id: str,
+        *,
+        worker_instance: str,
+        to_instance: str,
+        cancel_queue_url: str,
+        now: datetime,
+    ) -> bool:
+        """Record a new holder instance and queue for a run this worker holds."""
+        ...
+
+    def runs_of(self, worker_instance: str) -> list[HeldRun]:
+        """The runs the runs-by-worker index holds for this worker instance."""
         ...
 
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:

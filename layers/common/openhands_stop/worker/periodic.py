@@ -12,14 +12,19 @@ from openhands_stop.worker.logs import log
 
 
 async def every(
-    seconds: float, closing: asyncio.Event, step: Callable[[], Awaitable[object]], failed: str
+    seconds: float | Callable[[], float],
+    closing: asyncio.Event,
+    step: Callable[[], Awaitable[object]],
+    failed: str,
 ) -> None:
-    """Await ``step()`` every ``seconds`` until ``closing`` is set. A failure is logged as
+    """Await ``step()`` every ``seconds`` (or as long as it answers, asked before each wait)
+    until ``closing`` is set. A failure is logged as
     ``failed`` (an AWS failure's code, any other error's type, never more) and the next step
     runs: the backstop and the queue heartbeat cannot die (tests/worker/test_backstop.py)."""
     while not closing.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closing.wait(), timeout=seconds)
+            wait = seconds() if callable(seconds) else seconds
+            await asyncio.wait_for(closing.wait(), timeout=wait)
             return
         try:
             await step()

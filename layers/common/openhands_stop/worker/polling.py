@@ -1,4 +1,10 @@
-"""Polling one cancel queue: each message handled in its own task, deleted once handled."""
+"""Polling one cancel queue: each message handled in its own task, deleted once handled.
+
+A message that is not a cancel is set aside at once (a copy on the dead-letter queue, then
+deleted) rather than left to hold back its FIFO group until its redrive. A cancel for no
+run held here may be for a run another worker holds (a fallback to the stack's queue):
+``route`` sends it on to that worker's queue before it is deleted here.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from openhands_stop.aws.failures import is_missing_queue
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import CancelMessage
 from openhands_stop.domain.ports import CancelInbox, ReceivedMessage
@@ -18,6 +25,9 @@ from openhands_stop.worker.logs import log
 from openhands_stop.worker.runs import Outcome, Runs, Stop
 
 T = TypeVar("T")
+
+Route = Callable[[CancelMessage, str], Awaitable[bool]]
+"""Send a cancel (its body as received) on to the worker holding its run: did it?"""
 
 _POLL_BACKOFF_MAX_SECONDS = 20.0
 
@@ -34,9 +44,15 @@ class InboxPoller:
         closing_flag: threading.Event,
         wait_time_seconds: int,
         shutdown_grace_seconds: float,
+        set_aside: Callable[[ReceivedMessage], None] | None = None,
+        route: Route | None = None,
+        queue_missing: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.inbox = inbox
         self._runs = runs
+        self._set_aside = set_aside
+        self._route = route
+        self._queue_missing = queue_missing
         self._closing = closing
         self._closing_flag = closing_flag  # the same as ``closing``, for the polling thread
         self._wait_time_seconds = wait_time_seconds
@@ -46,24 +62,52 @@ class InboxPoller:
     async def poll_once(self, wait_seconds: int | None = None) -> list[Outcome]:
         """Receive once and handle every message received; what ``serve`` repeats."""
         wait = self._wait_time_seconds if wait_seconds is None else wait_seconds
-        messages = await asyncio.to_thread(self.inbox.receive, wait)
+        try:
+            messages = await asyncio.to_thread(self.inbox.receive, wait)
+        except DependencyFailure as failure:
+            if not (is_missing_queue(failure) and self._queue_missing is not None):
+                raise
+            log(logging.WARNING, "own_queue_missing", queue_url=self.inbox.queue_url)
+            await self._queue_missing()
+            return []
         return list(await asyncio.gather(*(self.handle(message) for message in messages)))
 
     async def handle(self, message: ReceivedMessage) -> Outcome:
         try:
             cancel = CancelMessage.model_validate_json(message.body)
         except ValidationError as error:
-            # Not deleted: it comes back after the visibility timeout, and after the queue's
-            # maxReceiveCount its redrive moves it to the dead-letter queue for a human.
             log(
                 logging.WARNING,
                 "cancel_unparsable",
                 message_id=message.message_id,
                 body_bytes=len(message.body.encode()),
                 errors=error.error_count(),
+                set_aside=self._set_aside is not None,
             )
+            if self._set_aside is not None:
+                # A copy for a human on the dead-letter queue, then deleted here: its FIFO
+                # group (perhaps a real cancel's) is not held back until a redrive. Without a
+                # dead-letter queue it stays, for the queue's own redrive.
+                try:
+                    await asyncio.to_thread(self._set_aside, message)
+                    await asyncio.to_thread(self.inbox.delete, message)
+                except DependencyFailure as failure:
+                    log(logging.WARNING, "cancel_set_aside_failed", error=str(failure))
             return Outcome.UNPARSABLE
         outcome = await self._runs.apply(Stop.from_message(cancel))
+        if outcome is Outcome.NOT_OURS and self._route is not None:
+            try:
+                if await self._route(cancel, message.body):
+                    outcome = Outcome.FORWARDED
+            except DependencyFailure as failure:
+                # Not deleted: it comes back after the visibility timeout, and is routed then.
+                log(
+                    logging.WARNING,
+                    "cancel_route_failed",
+                    stop_id=cancel.stop_id,
+                    error=str(failure),
+                )
+                return outcome
         if outcome is not Outcome.STOPPED:
             log(
                 logging.INFO,
@@ -116,14 +160,19 @@ class InboxPoller:
                 either: set[asyncio.Future[Any]] = {receiving, closing}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if not receiving.done():
-                    # Shutting down mid-poll: give the poll its grace; what it receives is
-                    # handed back by its thread. Past the grace it is abandoned, and anything
-                    # it took reappears after the queue's visibility timeout.
-                    await asyncio.wait({receiving}, timeout=self._shutdown_grace_seconds)
+                    # Shutting down mid-poll: the poll is left to its daemon thread, which
+                    # hands back whatever it receives while the process lives; anything it
+                    # took as the process exits reappears after the visibility timeout. So
+                    # leaving costs the stops in flight, never a long poll's wait.
                     return
                 try:
                     messages = receiving.result()
                 except DependencyFailure as failure:
+                    if is_missing_queue(failure) and self._queue_missing is not None:
+                        log(logging.WARNING, "own_queue_missing", queue_url=self.inbox.queue_url)
+                        with contextlib.suppress(DependencyFailure):
+                            await self._queue_missing()
+                            continue
                     backoff = min(max(backoff * 2, 0.5), _POLL_BACKOFF_MAX_SECONDS)
                     log(
                         logging.WARNING,

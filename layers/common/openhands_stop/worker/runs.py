@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import (
     CancelMessage,
     ConversationRecord,
@@ -26,7 +27,7 @@ from openhands_stop.domain.models import (
     RunEnd,
     utc_now,
 )
-from openhands_stop.domain.ports import ClaimTable
+from openhands_stop.domain.ports import ClaimResult, ClaimTable
 from openhands_stop.worker.logs import log
 
 AgentLoop = Callable[[str], Coroutine[Any, Any, object]]
@@ -46,8 +47,12 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # its run is already stopped, or being stopped, here
     STALE = "stale"  # for an older run of a conversation that runs here now: not acted on
     NOT_OURS = "not_ours"  # no run of that conversation here: deleted as handled
-    UNPARSABLE = "unparsable"  # left on the queue for its redrive to the dead-letter queue
-    HANDED_BACK = "handed_back"  # received while shutting down: visible again at once
+    FORWARDED = "forwarded"  # a fallback cancel, sent on to the queue of the run's holder
+    UNPARSABLE = "unparsable"  # not a cancel: set aside on the dead-letter queue
+
+
+class WorkerClosed(RuntimeError):
+    """The worker is shutting down: it starts no new loops."""
 
 
 class ClaimRejected(Exception):
@@ -69,6 +74,7 @@ class Stop:
     request_id: str | None
     requested_at: datetime | None
     via: RunEnd
+    row_version: int | None = None
 
     @classmethod
     def from_message(cls, message: CancelMessage) -> Stop:
@@ -79,18 +85,7 @@ class Stop:
             message.request_id,
             message.requested_at,
             RunEnd.QUEUE,
-        )
-
-    @classmethod
-    def from_record(cls, record: ConversationRecord, run: Run) -> Stop:
-        """The backstop's stop of ``run``: the row says that run is over."""
-        return cls(
-            record.conversation_id,
-            run.run_id,
-            record.stop_id,
-            record.stop_request_id,
-            record.stopped_at,
-            RunEnd.BACKSTOP,
+            message.row_version,
         )
 
 
@@ -101,22 +96,29 @@ class Run:
     conversation_id: str
     run_id: str
     claimed_at: datetime
+    claimed_version: int | None = None  # the row's version our claim wrote
     task: asyncio.Task[object] | None = None
     halt: Halt | None = None
     ending: RunEnd | None = None  # set once, by whatever ends it first
 
-    def targeted_by(self, stop: Stop) -> bool:
+    def targeted_by(self, stop: Stop) -> bool | None:
+        """``True``/``False``, or ``None`` when only the row can tell (a cancel that names
+        no run and no row version: schema 1, or a row other code wrote)."""
         if stop.run_id is not None:
             return stop.run_id == self.run_id
-        # A cancel that names no run (schema 1, or a row written without one) targets the
-        # run that was current when the stop was requested.
-        return stop.requested_at is not None and stop.requested_at >= self.claimed_at
+        if stop.row_version is not None and self.claimed_version is not None:
+            # A stop of a row before our claim wrote it (a STARTING one: its stop made the
+            # claim of that registration impossible) never targets this run. No clock of
+            # two hosts is compared (tests/worker/test_runs.py).
+            return stop.row_version >= self.claimed_version
+        return None
 
 
-def row_ends(record: ConversationRecord, run: Run) -> bool:
-    """Whether the row says ``run`` is over: stopped, or started again since (only a stopped
-    conversation can be), or claimed by a newer run."""
-    if record.status is not ConversationStatus.RUNNING:
+def row_ends(record: ConversationRecord | None, run: Run) -> bool:
+    """Whether the row says ``run`` is over: gone, stopped, in a status none of ours (read
+    as no record), started again since (only a stopped conversation can be), or another
+    run's."""
+    if record is None or record.status is not ConversationStatus.RUNNING:
         return True
     return record.run_id is not None and record.run_id != run.run_id
 
@@ -124,7 +126,6 @@ def row_ends(record: ConversationRecord, run: Run) -> bool:
 @dataclass
 class _Claiming:
     run_id: str
-    started_at: datetime
     early_stop: Stop | None = None
 
 
@@ -136,12 +137,18 @@ class Runs:
     table: ClaimTable
     worker_id: str
     cleanup_timeout_seconds: float
+    claim_attempts: int = 3
+    closed: bool = False
+    now: Callable[[], datetime] = utc_now  # the wall clock: stamps rows and logs, decides nothing
     _current: dict[str, Run] = field(default_factory=dict)
     _claiming: dict[str, _Claiming] = field(default_factory=dict)
     _ended: OrderedDict[str, RunEnd] = field(default_factory=OrderedDict)
     _handled_stops: OrderedDict[str, None] = field(default_factory=OrderedDict)
     _stopping: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _bookkeeping: set[asyncio.Task[None]] = field(default_factory=set)
+    # Claims whose every attempt failed ambiguously: released (conditional on their run)
+    # by the backstop's next passes until that succeeds.
+    unresolved: dict[str, str] = field(default_factory=dict)
 
     # -- what runs here ----------------------------------------------------------------
 
@@ -162,6 +169,7 @@ class Runs:
         self,
         conversation_id: str,
         *,
+        worker_instance: str,
         cancel_queue_url: str,
         loop: AgentLoop | None = None,
         halt: Halt | None = None,
@@ -173,16 +181,16 @@ class Runs:
         """
         if conversation_id in self._current or conversation_id in self._claiming:
             raise ValueError(f"{conversation_id} is already running here")
-        pending = _Claiming(run_id=secrets.token_hex(8), started_at=utc_now())
+        pending = _Claiming(run_id=secrets.token_hex(8))
+        claimed_at = self.now()
         self._claiming[conversation_id] = pending
         try:
-            result = await asyncio.to_thread(
-                self.table.claim,
+            result = await self._claim_resolved(
                 conversation_id,
                 run_id=pending.run_id,
-                worker_id=self.worker_id,
+                worker_instance=worker_instance,
                 cancel_queue_url=cancel_queue_url,
-                now=pending.started_at,
+                now=claimed_at,
             )
         finally:
             del self._claiming[conversation_id]
@@ -190,7 +198,8 @@ class Runs:
             status = result.record.status if result.record else None
             log(logging.INFO, "claim_rejected", conversation_id=conversation_id, status=status)
             raise ClaimRejected(conversation_id, status)
-        run = Run(conversation_id, pending.run_id, pending.started_at, halt=halt)
+        version = result.record.version if result.record else None
+        run = Run(conversation_id, pending.run_id, claimed_at, version, halt=halt)
         if pending.early_stop is not None:
             # Its cancel was routed here by our claim and arrived before the loop existed.
             run.ending = RunEnd.BEFORE_START
@@ -198,6 +207,12 @@ class Runs:
             self._log_stopped(run, pending.early_stop, Outcome.STOPPED_BEFORE_START, True)
             await self._record_end(run, RunEnd.BEFORE_START)
             raise ClaimRejected(conversation_id, ConversationStatus.STOPPED)
+        if self.closed:
+            # The worker closed while the claim was in flight: nothing would stop this loop.
+            run.ending = RunEnd.WORKER_SHUTDOWN
+            self._forget(run, None)
+            await self._record_end(run, RunEnd.WORKER_SHUTDOWN)
+            raise WorkerClosed("the worker closed while the claim was in flight")
         self._current[conversation_id] = run
         if loop is not None:
             run.task = asyncio.create_task(
@@ -210,9 +225,66 @@ class Runs:
             conversation_id=conversation_id,
             run_id=run.run_id,
             worker_id=self.worker_id,
+            worker_instance=worker_instance,
             cancel_queue_url=cancel_queue_url,
         )
         return run
+
+    async def _claim_resolved(
+        self,
+        conversation_id: str,
+        *,
+        run_id: str,
+        worker_instance: str,
+        cancel_queue_url: str,
+        now: datetime,
+    ) -> ClaimResult:
+        """The claim, retried with the same run id while its outcome is unknown (a write
+        may be applied while its answer is lost: the retry then finds our own run, which
+        the claim's condition accepts). If every attempt fails, the run is released on the
+        row, conditional on it, before the failure is raised: no row is left RUNNING for a
+        loop that never started (tests/reliability/test_ambiguous_writes.py)."""
+        failure: DependencyFailure | None = None
+        for _ in range(self.claim_attempts):
+            try:
+                return await asyncio.to_thread(
+                    self.table.claim,
+                    conversation_id,
+                    run_id=run_id,
+                    worker_id=self.worker_id,
+                    worker_instance=worker_instance,
+                    cancel_queue_url=cancel_queue_url,
+                    now=now,
+                )
+            except DependencyFailure as error:
+                failure = error
+        assert failure is not None
+        self.unresolved[conversation_id] = run_id
+        await self.resolve_unconfirmed()
+        log(
+            logging.WARNING,
+            "claim_failed",
+            conversation_id=conversation_id,
+            run_id=run_id,
+            error=str(failure),
+            resolved=conversation_id not in self.unresolved,
+        )
+        raise failure
+
+    async def resolve_unconfirmed(self) -> None:
+        """Release, conditional on their run, the claims whose outcome was never known."""
+        for conversation_id, run_id in list(self.unresolved.items()):
+            try:
+                await asyncio.to_thread(
+                    self.table.record_run_ended,
+                    conversation_id,
+                    run_id,
+                    via=RunEnd.BEFORE_START,
+                    now=self.now(),
+                )
+            except DependencyFailure:
+                continue
+            del self.unresolved[conversation_id]
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -221,11 +293,14 @@ class Runs:
         backstop and the host's own close can race freely."""
         conversation_id = stop.conversation_id
         pending = self._claiming.get(conversation_id)
-        if pending is not None and _targets_pending(stop, pending):
+        if pending is not None and stop.run_id == pending.run_id:
             pending.early_stop = pending.early_stop or stop
             return Outcome.STOPPED_BEFORE_START
         run = self._current.get(conversation_id)
-        if run is None or not run.targeted_by(stop):
+        targeted = run.targeted_by(stop) if run is not None else False
+        if run is not None and targeted is None:
+            targeted = await self._row_ends(run)
+        if run is None or not targeted:
             return self._untargeted(stop, run)
         if run.ending is not None:
             if (in_progress := self._stopping.get(run.run_id)) is not None:
@@ -247,6 +322,11 @@ class Runs:
         ):
             return Outcome.DUPLICATE
         return Outcome.NOT_OURS
+
+    async def _row_ends(self, run: Run) -> bool:
+        """Only the row can tell whether a run-less cancel is for this run: read it."""
+        records = await asyncio.to_thread(self.table.records, [run.conversation_id])
+        return row_ends(records.get(run.conversation_id), run)
 
     async def _stop(self, run: Run, stop: Stop) -> None:
         cleanup_completed = await self._halt(run)
@@ -300,18 +380,32 @@ class Runs:
 
     async def shutdown(self) -> int:
         """End every run still here (the worker is going away); how many there were."""
-        left = self.active()
-        for run in left:
-            run.ending = RunEnd.WORKER_SHUTDOWN
-        await asyncio.gather(*(self._halt(run) for run in left))
-        for run in left:
-            self._forget(run, None)
-        await asyncio.gather(*(self._record_end(run, RunEnd.WORKER_SHUTDOWN) for run in left))
+        self.closed = True
+        left = await self.end_all(RunEnd.WORKER_SHUTDOWN)
         # Stops already under way finish too: their loop is stopped, and the row must say so.
         pending = {*self._bookkeeping, *self._stopping.values()}
         if pending:
             await asyncio.wait(pending, timeout=self.cleanup_timeout_seconds)
         return len(left)
+
+    async def end_all(self, via: RunEnd) -> list[Run]:
+        """Halt every run not already being ended, and record how (the worker shuts down,
+        or learnt that peers judged it dead and released its runs)."""
+        left = self.active()
+        for run in left:
+            run.ending = via
+        await asyncio.gather(*(self._halt(run) for run in left))
+        for run in left:
+            self._forget(run, None)
+            log(
+                logging.INFO,
+                "run_ended",
+                conversation_id=run.conversation_id,
+                run_id=run.run_id,
+                via=via,
+            )
+        await asyncio.gather(*(self._record_end(run, via) for run in left))
+        return left
 
     async def _halt(self, run: Run) -> bool:
         """Stop the loop and wait for its cleanup, at most the cleanup bound: did it finish?"""
@@ -352,7 +446,7 @@ class Runs:
                 run.conversation_id,
                 run.run_id,
                 via=via,
-                now=utc_now(),
+                now=self.now(),
             )
         except Exception as error:
             log(
@@ -368,10 +462,10 @@ class Runs:
         self._bookkeeping.add(task)
         task.add_done_callback(self._bookkeeping.discard)
 
-    @staticmethod
-    def _log_stopped(run: Run, stop: Stop, outcome: Outcome, cleanup_completed: bool) -> None:
-        """The one line per stop carried out, with the time from the request to the stop."""
-        stopped_at = utc_now()
+    def _log_stopped(self, run: Run, stop: Stop, outcome: Outcome, cleanup_completed: bool) -> None:
+        """The one line per stop carried out, with the time from the request to the stop
+        (two hosts' clocks: a figure for people, never a decision)."""
+        stopped_at = self.now()
         latency_ms = (
             round((stopped_at - stop.requested_at).total_seconds() * 1000, 1)
             if stop.requested_at is not None
@@ -391,12 +485,6 @@ class Runs:
             stop_to_stopped_ms=latency_ms,
             cleanup_completed=cleanup_completed,
         )
-
-
-def _targets_pending(stop: Stop, pending: _Claiming) -> bool:
-    if stop.run_id is not None:
-        return stop.run_id == pending.run_id
-    return stop.requested_at is not None and stop.requested_at >= pending.started_at
 
 
 def _remember(memory: OrderedDict[str, Any], key: str, value: Any) -> None:

@@ -1,12 +1,14 @@
 """The agent worker: claims runs, and stops each one when the stop that targets it arrives.
 
 Two paths lead to a stop, and either is enough: the cancel message on this worker's own
-queue (delivered within a long poll), and the backstop, which re-reads the rows of the runs
-held here every few seconds, so a lost message delays a stop, never prevents it. All AWS
-calls are blocking botocore calls: they run in threads, never on the event loop.
+queue (delivered within a long poll), and the backstop, which finds the runs held here whose
+rows say they are over, so a lost message delays a stop, never prevents it. Liveness makes
+the third promise: a worker that dies has its runs released by a peer. All AWS calls are
+blocking botocore calls: they run in threads, never on the event loop.
 
-The pieces, each testable alone: ``runs`` (claims, and stopping a run once),
-``polling`` (one queue), ``backstop`` (the table), ``own_queue`` (a fleet worker's queue).
+The pieces, each testable alone: ``runs`` (claims, and stopping a run once), ``polling``
+(one queue), ``backstop`` (the table), ``liveness`` (the worker's instance, queue and
+proof of life, and its judging of peers), ``routing`` (fallback cancels to their holder).
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ from types import TracebackType
 from openhands_stop.aws.cancel_inbox import SqsCancelInbox
 from openhands_stop.aws.claims import DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client, long_poll_sqs_client
-from openhands_stop.aws.worker_queues import WorkerQueues
-from openhands_stop.domain.models import RunEnd, utc_now
-from openhands_stop.domain.ports import CancelInbox, ClaimTable
+from openhands_stop.aws.failures import dependency_call
+from openhands_stop.aws.worker_queues import WorkerQueues, dead_letter_url
+from openhands_stop.aws.worker_roster import DynamoWorkerRoster
+from openhands_stop.domain.errors import DependencyFailure
+from openhands_stop.domain.models import RunEnd
+from openhands_stop.domain.ports import CancelInbox, ClaimTable, ReceivedMessage
 from openhands_stop.worker.backstop import Backstop
+from openhands_stop.worker.clock import Clock
+from openhands_stop.worker.liveness import Liveness
 from openhands_stop.worker.logs import log
-from openhands_stop.worker.own_queue import OwnQueue
-from openhands_stop.worker.polling import InboxPoller
+from openhands_stop.worker.polling import InboxPoller, Route
+from openhands_stop.worker.routing import FallbackRouter
 from openhands_stop.worker.runs import (
     AgentLoop,
     ClaimRejected,
@@ -34,22 +41,20 @@ from openhands_stop.worker.runs import (
     Outcome,
     Run,
     Runs,
+    WorkerClosed,
 )
 from openhands_stop.worker.settings import WorkerSettings
 
 __all__ = ["AgentLoop", "ClaimRejected", "Halt", "Outcome", "Run", "Worker", "WorkerClosed"]
 
 
-class WorkerClosed(RuntimeError):
-    """The worker is shutting down: it starts no new loops."""
-
-
 class Worker:
     """Registers and claims conversations, runs their loops, and stops them when told.
 
-    Use it as ``async with Worker(settings) as worker:``, which (for a fleet) creates the
-    worker's own queue, polls it, and runs the backstop in the background; then
-    ``await worker.register(id)`` and ``await worker.start(id, loop)``.
+    Use it as ``async with Worker(settings) as worker:``, which joins the fleet's roster,
+    creates the worker's own queue (with ``WORKER_QUEUE_PREFIX``), polls, runs the backstop
+    and the liveness beat in the background; then ``await worker.register(id)`` and
+    ``await worker.start(id, loop)``.
     """
 
     def __init__(
@@ -57,46 +62,66 @@ class Worker:
         settings: WorkerSettings,
         *,
         table: ClaimTable | None = None,
-        inbox: CancelInbox | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
-        self._table: ClaimTable = table or DynamoClaimTable(dynamodb_client(), settings.table_name)
-        self._runs = Runs(self._table, settings.worker_id, settings.cleanup_timeout_seconds)
+        clock = clock or Clock()
+        dynamodb = dynamodb_client()
+        sqs = long_poll_sqs_client()
+        self._sqs = sqs
+        self._table: ClaimTable = table or DynamoClaimTable(dynamodb, settings.table_name)
+        self._runs = Runs(
+            self._table, settings.worker_id, settings.cleanup_timeout_seconds, now=clock.wall
+        )
         self._closing = asyncio.Event()
         self._closing_flag = threading.Event()
-        self._own_queue: OwnQueue | None = None
-        shared: CancelInbox | None = None
-        if settings.worker_queue_prefix:
-            sqs = long_poll_sqs_client()
-            own = SqsCancelInbox(sqs, "")
-            self._own_queue = OwnQueue(
-                WorkerQueues(sqs, settings.cancel_queue_url, settings.worker_queue_prefix),
-                own,
-                worker_id=settings.worker_id,
-                heartbeat_seconds=settings.queue_heartbeat_seconds,
-                orphan_seconds=settings.orphan_queue_seconds,
-                closing=self._closing,
-            )
-            # The stack's queue gets the cancels of runs whose queue is unknown or gone: drained
-            # by every worker, acted on by the one holding the run it names.
-            shared = SqsCancelInbox(sqs, settings.cancel_queue_url)
-            inbox = own
-        self._inbox: CancelInbox = inbox or SqsCancelInbox(
-            long_poll_sqs_client(), settings.cancel_queue_url
+        roster = DynamoWorkerRoster(dynamodb, settings.table_name)
+        queues = (
+            WorkerQueues(sqs, settings.cancel_queue_url, settings.worker_queue_prefix)
+            if settings.worker_queue_prefix
+            else None
         )
-        self._pollers = [self._poller(self._inbox)]
-        if shared is not None:
-            self._pollers.append(self._poller(shared))
+        stack_inbox = SqsCancelInbox(sqs, settings.cancel_queue_url)
+        own_inbox = SqsCancelInbox(sqs, "") if queues is not None else None
+        self._liveness = Liveness(
+            roster,
+            self._table,
+            self._runs,
+            queues=queues,
+            inbox=own_inbox,
+            stack_queue_url=settings.cancel_queue_url,
+            worker_id=settings.worker_id,
+            heartbeat_seconds=settings.queue_heartbeat_seconds,
+            orphan_seconds=settings.orphan_queue_seconds,
+            closing=self._closing,
+            clock=clock,
+        )
+        self._dead_letter_url: str | None = None
+        route: Route | None = None
+        if queues is not None:
+            route = FallbackRouter(
+                self._table, roster, queues, sqs, lambda: self._liveness.instance
+            )
+        # A fleet worker reads its own queue first, and drains the stack's (fallbacks, and
+        # stops of never-claimed conversations); a single worker reads the stack's alone.
+        self._pollers: list[InboxPoller] = []
+        if own_inbox is not None:
+            self._pollers.append(
+                self._poller(own_inbox, queue_missing=self._liveness.queue_missing)
+            )
+        self._pollers.append(self._poller(stack_inbox, route=route))
         self._backstop = Backstop(
             self._table,
             self._runs,
+            lambda: self._liveness.instance,
             interval_seconds=settings.backstop_seconds,
             grace_seconds=settings.backstop_grace_seconds,
             closing=self._closing,
+            monotonic=clock.monotonic,
         )
         self._serving: asyncio.Task[None] | None = None
 
-    def _poller(self, inbox: CancelInbox) -> InboxPoller:
+    def _poller(self, inbox: CancelInbox, **extra: object) -> InboxPoller:
         return InboxPoller(
             inbox,
             self._runs,
@@ -104,7 +129,23 @@ class Worker:
             closing_flag=self._closing_flag,
             wait_time_seconds=self.settings.wait_time_seconds,
             shutdown_grace_seconds=self.settings.shutdown_grace_seconds,
+            set_aside=self._set_aside,
+            **extra,  # type: ignore[arg-type]
         )
+
+    def _set_aside(self, message: ReceivedMessage) -> None:
+        """A copy of an unreadable message on the stack's dead-letter queue."""
+        if self._dead_letter_url is None:
+            self._dead_letter_url = dead_letter_url(self._sqs, self.settings.cancel_queue_url)
+        if self._dead_letter_url is None:
+            raise DependencyFailure("sqs", "NoDeadLetterQueue", transient=False)
+        with dependency_call("sqs"):
+            self._sqs.send_message(
+                QueueUrl=self._dead_letter_url,
+                MessageBody=message.body or "(empty)",
+                MessageGroupId="unreadable",
+                MessageDeduplicationId=message.message_id or "unreadable",
+            )
 
     # -- what runs here ----------------------------------------------------------------
 
@@ -120,24 +161,31 @@ class Worker:
 
     @property
     def cancel_queue_url(self) -> str:
-        """The queue this worker reads and its claims record (a fleet's: after ``open``)."""
-        if not self._inbox.queue_url:
-            raise RuntimeError("the worker's own queue is made by open() (or `async with`)")
-        return self._inbox.queue_url
+        """The queue this worker reads and its claims record (after ``open``)."""
+        if not self._liveness.opened:
+            raise RuntimeError(
+                "the worker's instance and queue are made by open() (or `async with`)"
+            )
+        return self._liveness.queue_url
+
+    @property
+    def instance(self) -> str:
+        """This worker process's instance: its liveness item and queue (after ``open``)."""
+        return self._liveness.instance
 
     # -- the start side ----------------------------------------------------------------
 
     async def open(self) -> None:
-        """For a fleet, create this worker's own queue (once); nothing otherwise."""
-        if self._own_queue is not None:
-            await self._own_queue.open()
+        """Join the roster and (for a fleet) create this worker's own queue; once."""
+        await self._liveness.open()
 
     async def register(self, conversation_id: str) -> None:
         """Make the conversation STARTING: a new one, or a stopped one started again.
 
         Raises ``ClaimRejected`` when it is RUNNING (stop it first) or in a status not ours.
         """
-        result = await asyncio.to_thread(self._table.register, conversation_id, now=utc_now())
+        now = self._runs.now()
+        result = await asyncio.to_thread(self._table.register, conversation_id, now=now)
         if not result.claimed:
             status = result.record.status if result.record else None
             log(logging.INFO, "register_rejected", conversation_id=conversation_id, status=status)
@@ -169,15 +217,19 @@ class Worker:
     ) -> Run:
         if self._closing.is_set():
             raise WorkerClosed("the worker is shutting down")
-        await self.open()
+        instance, queue_url = await self._liveness.identity()
         return await self._runs.claim(
-            conversation_id, cancel_queue_url=self.cancel_queue_url, loop=loop, halt=halt
+            conversation_id,
+            worker_instance=instance,
+            cancel_queue_url=queue_url,
+            loop=loop,
+            halt=halt,
         )
 
     # -- one step at a time (tests, and hosts that drive the worker themselves) --------
 
     async def poll_once(self, wait_seconds: int | None = None) -> list[Outcome]:
-        """Receive once from this worker's own queue and handle what arrived."""
+        """Receive once from the queue this worker's claims record, and handle it."""
         return await self._pollers[0].poll_once(wait_seconds)
 
     async def poll_shared_once(self, wait_seconds: int | None = None) -> list[Outcome]:
@@ -187,25 +239,33 @@ class Worker:
         return await self._pollers[1].poll_once(wait_seconds)
 
     async def backstop_once(self) -> list[Outcome]:
-        """Read the rows of the runs held here; stop those the row says are over."""
+        """Find the runs held here whose rows say they are over; stop them."""
         return await self._backstop.once()
+
+    async def beat_once(self) -> bool:
+        """One proof of life; ``False`` when peers had declared this worker dead."""
+        return await self._liveness.beat()
+
+    async def judge_once(self) -> list[str]:
+        """Watch the next peers; the instances found dead and cleaned up."""
+        return await self._liveness.judge()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Poll the queues, run the backstop and the queue heartbeat, until ``shutdown()``."""
+        """Poll the queues, run the backstop and the liveness beat, until ``shutdown()``."""
         await self.open()
-        background: list[asyncio.Task[None]] = []
-        if self.settings.backstop_seconds > 0:
-            background.append(asyncio.create_task(self._backstop.serve()))
-        if self._own_queue is not None:
-            background.append(asyncio.create_task(self._own_queue.serve()))
+        background = [
+            asyncio.create_task(self._backstop.serve(), name="backstop"),
+            asyncio.create_task(self._liveness.serve(), name="liveness"),
+        ]
         log(
             logging.INFO,
             "worker_started",
             worker_id=self.settings.worker_id,
+            worker_instance=self._liveness.instance,
             cancel_queue_url=self.cancel_queue_url,
-            shared_queue_url=self.settings.cancel_queue_url if self._own_queue else None,
+            stack_queue_url=self.settings.cancel_queue_url,
             backstop_seconds=self.settings.backstop_seconds,
         )
         try:
@@ -232,24 +292,24 @@ class Worker:
             await asyncio.shield(self._serving)
 
     async def aclose(self) -> None:
-        """Shut down: stop polling, finish or hand back cancels, end the runs left, delete
-        the worker's own queue.
+        """Shut down: stop polling, finish the stops received, end the runs left, delete
+        the worker's own queue and liveness item.
 
         Runs still held are cancelled with the same cleanup bound, and their rows become
         STOPPED (``loop_stopped_via: worker_shutdown``): the table never says RUNNING for a
-        loop that is gone, and the host can start the conversation again elsewhere.
+        loop that is gone, and the host can start the conversation again elsewhere. A claim
+        still in flight is ended the same way when it lands.
         """
         self.shutdown()
         if self._serving is not None:
             await asyncio.gather(self._serving, return_exceptions=True)
         left = await self._runs.shutdown()
-        if self._own_queue is not None:
-            await self._own_queue.close()
+        await self._liveness.close()
         log(logging.INFO, "worker_stopped", worker_id=self.settings.worker_id, loops_left=left)
 
     async def __aenter__(self) -> Worker:
         await self.open()
-        self._serving = asyncio.create_task(self.serve(), name="cancel-queue-poller")
+        self._serving = asyncio.create_task(self.serve(), name="worker")
         return self
 
     async def __aexit__(
