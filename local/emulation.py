@@ -2,6 +2,12 @@
 
 The table is built from ``template.yaml``'s own key schema, so the emulation, the tests and
 the deployed stack cannot drift apart.
+
+Two of moto's gaps are closed where it runs (``moto_server`` here, which ``make run``, the load
+and fleet runs and the wire tests use, and the tests' in-process stack): its DynamoDB item
+writes are made atomic (``local.atomic_moto``), and its SQS FIFO long poll delivers a message
+group as soon as the group unlocks, as SQS does, instead of keeping the groups that were in
+flight when the poll began locked for its whole wait (``local.fifo_moto``).
 """
 
 from __future__ import annotations
@@ -213,13 +219,17 @@ def free_port() -> int:
 def moto_server(port: int | None = None) -> Iterator[str]:
     """moto's server on 127.0.0.1, quiet, for as long as the block runs; yields its URL.
 
-    Its DynamoDB item writes are made atomic, as DynamoDB's are (see ``local.atomic_moto``).
+    Its DynamoDB item writes are made atomic, as DynamoDB's are (see ``local.atomic_moto``),
+    and its FIFO long polls see groups unlock while they wait, as SQS's do (see
+    ``local.fifo_moto``).
     """
     from moto.server import ThreadedMotoServer
 
     from local.atomic_moto import serialize_dynamodb_writes
+    from local.fifo_moto import deliver_unlocked_fifo_groups
 
     serialize_dynamodb_writes()
+    deliver_unlocked_fifo_groups()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     chosen = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)

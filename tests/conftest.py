@@ -26,6 +26,7 @@ from local.emulation import (
     moto_server,
     seed,
 )
+from local.fifo_moto import deliver_unlocked_fifo_groups
 from local.invoke import LambdaContext
 from tests.support import AwsCallCounter, Invoke, LoadHandler
 
@@ -51,8 +52,10 @@ def anyio_backend() -> str:
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     """The stack in moto, in process, with fresh resource names (item writes atomic, as in
-    DynamoDB: ``local.atomic_moto``)."""
+    DynamoDB: ``local.atomic_moto``; FIFO groups unlock within a long poll, as in SQS:
+    ``local.fifo_moto``)."""
     serialize_dynamodb_writes()
+    deliver_unlocked_fifo_groups()
     with mock_aws():
         yield create_stack(None, suffix=f"-{uuid.uuid4().hex[:8]}")
 
