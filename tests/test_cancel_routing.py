@@ -12,7 +12,8 @@ from tests.worker.support import create_queue
 
 HEADERS = {"X-Session-API-Key": KEY}
 STACK_QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/prod-CancelQueue-AB12.fifo"
-PREFIX = "prod-cancel-worker-"
+PREFIX = "prod_cancel-worker-"
+WORKER = f"https://sqs.us-east-1.amazonaws.com/111122223333/{PREFIX}0a1b2c3d4e5f.fifo"
 
 
 def put_claimed(stack: Stack, cid: str, queue_url: str) -> None:
@@ -29,8 +30,18 @@ def put_claimed(stack: Stack, cid: str, queue_url: str) -> None:
     ("url", "allowed"),
     [
         (STACK_QUEUE, True),
-        (f"https://sqs.us-east-1.amazonaws.com/111122223333/{PREFIX}0a1b2c.fifo", True),
-        (f"https://sqs.us-east-1.amazonaws.com/999999999999/{PREFIX}0a1b2c.fifo", False),
+        (WORKER, True),
+        (WORKER.replace("111122223333", "999999999999"), False),  # another account
+        (WORKER.replace("https://", "http://"), False),  # another scheme
+        (WORKER.replace("us-east-1", "eu-west-1"), False),  # another host
+        (WORKER + "#/111122223333/prod-CancelDeadLetter.fifo", False),  # a fragment
+        (WORKER + "?QueueUrl=x", False),  # a query
+        (WORKER.replace("0a1b2c3d4e5f", "0a1b2c"), False),  # not 12 hex
+        (WORKER.replace("0a1b2c3d4e5f", "0A1B2C3D4E5F"), False),
+        (WORKER.replace(".fifo", "x.fifo"), False),
+        # A stack named prod_cancel-worker-x cannot exist (no `_` in stack names); one named
+        # prod-cancel-worker-x has the prefix prod-cancel-worker-x_cancel-worker-: never ours.
+        (WORKER.replace(PREFIX, "prod-cancel-worker-x_cancel-worker-"), False),
         ("https://sqs.us-east-1.amazonaws.com/111122223333/prod-CancelDeadLetter.fifo", False),
         ("https://sqs.us-east-1.amazonaws.com/111122223333/other-team-queue", False),
         (f"https://sqs.us-east-1.amazonaws.com/111122223333/{PREFIX}x/../../evil", False),

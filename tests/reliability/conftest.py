@@ -16,8 +16,10 @@ from openhands_stop.edge.service import StopService
 from openhands_stop.edge.settings import Settings
 from openhands_stop.wiring import build_service
 
+from local.emulation import Stack
 from tests.reliability.faults import FaultInjector, watch_service
 from tests.reliability.support import Evidence, LiveServer
+from tests.worker.support import WorkerFactory, worker_factory
 
 
 @pytest.fixture
@@ -59,3 +61,9 @@ def live_servers(wire_settings: Settings) -> Iterator[Callable[[int], list[LiveS
     yield start
     for server in started:
         server.__exit__()
+
+
+@pytest.fixture
+def make_wire_worker(wire_stack: Stack) -> WorkerFactory:
+    """Workers on the stack served by moto's server (where faults can be injected)."""
+    return worker_factory(wire_stack)

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 
 # What a fault's message carries: internals that must never reach an HTTP body.
 LEAK_MARKERS = (
@@ -44,6 +45,7 @@ class Fault:
     status: int = 0
     code: str = ""
     timeout: bool = False
+    applied: bool = False  # the request reaches the server (and is applied) first
 
     def respond(self, url: str) -> AWSResponse:
         if self.timeout:
@@ -56,6 +58,7 @@ class Fault:
 DYNAMODB_THROTTLING = Fault("throttling", 400, "ProvisionedThroughputExceededException")
 DYNAMODB_INTERNAL = Fault("internal error", 500, "InternalServerError")
 READ_TIMEOUT = Fault("read timeout", timeout=True)
+APPLIED_THEN_TIMEOUT = Fault("applied, then its answer timed out", timeout=True, applied=True)
 SQS_INTERNAL = Fault("internal error", 500, "InternalError")
 SQS_THROTTLING = Fault("throttling", 400, "RequestThrottled")
 SQS_ACCESS_DENIED = Fault("access denied", 400, "AccessDenied")
@@ -99,6 +102,9 @@ class FaultInjector:
                 if self._remaining[operation] <= 0:
                     del self._active[operation]
                     del self._remaining[operation]
+            if fault.applied:
+                # The write is made; only its answer is lost, and the SDK retries it.
+                URLLib3Session().send(request)
             return fault.respond(request.url)
 
         return before_send

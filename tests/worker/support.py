@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from openhands_stop.domain.models import CancelMessage, utc_now
-from openhands_stop.worker import Worker
+from openhands_stop.domain.ports import ClaimTable
+from openhands_stop.worker import Worker, WorkerSettings
+from openhands_stop.worker.clock import Clock
 
 from local.emulation import Stack
 
@@ -66,9 +68,13 @@ def send_raw(stack: Stack, queue_url: str, body: str, dedup: str = "d") -> None:
     stack.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, **extra)
 
 
-def cancel_for(conversation_id: str, stop_id: str = "stop-1") -> str:
+def cancel_for(conversation_id: str, stop_id: str = "stop-1", run_id: str | None = None) -> str:
     return CancelMessage(
-        sid=conversation_id, stop_id=stop_id, request_id="req-1", requested_at=utc_now()
+        sid=conversation_id,
+        stop_id=stop_id,
+        request_id="req-1",
+        requested_at=utc_now(),
+        run_id=run_id,
     ).model_dump_json()
 
 
@@ -78,3 +84,31 @@ def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
         for r in caplog.records
         if r.name == "openhands_stop.worker" and r.getMessage() == "conversation_stopped"
     ]
+
+
+def worker_factory(stack: Stack) -> WorkerFactory:
+    """Workers on ``stack``: the stack's queue unless given, passes driven by hand."""
+
+    def make(
+        queue_url: str | None = None,
+        *,
+        table: ClaimTable | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ) -> Worker:
+        settings = WorkerSettings.model_validate(
+            {
+                "table_name": stack.table_name,
+                "cancel_queue_url": queue_url or stack.queue_url,
+                "worker_id": WORKER_ID,
+                "wait_time_seconds": 0,
+                "backstop_seconds": 3600,  # passes are driven by hand: backstop_once()
+                "backstop_grace_seconds": 0,
+                "cleanup_timeout_seconds": 2,
+                "shutdown_grace_seconds": 2,
+                **overrides,
+            }
+        )
+        return Worker(settings, table=table, clock=clock)
+
+    return make

@@ -11,9 +11,9 @@ from openhands_stop.aws.claims import DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
 from openhands_stop.domain.models import utc_now
 from openhands_stop.domain.ports import HeldRun
-from openhands_stop.worker.clock import Clock
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import Outcome
+from openhands_stop.worker.clock import Clock
 
 from local.emulation import Stack, seed
 from tests.support import drain_queue, read_record

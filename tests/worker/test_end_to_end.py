@@ -43,7 +43,7 @@ def test_a_stop_over_http_stops_the_running_loop_within_two_seconds(wire_stack: 
     seed(wire_stack, {CONVERSATION: "STARTING"})
     with (
         stop_api(wire_stack) as base_url,
-        worker_process(wire_stack, _worker_env(0), ["--demo", CONVERSATION]) as worker,
+        worker_process(wire_stack, _worker_env(600), ["--demo", CONVERSATION]) as worker,
     ):
         worker.next_event("conversation_claimed")
         assert _status(wire_stack) == "RUNNING"
@@ -70,13 +70,14 @@ def test_a_stop_over_http_stops_the_running_loop_within_two_seconds(wire_stack: 
 @pytest.mark.slow
 def test_the_backstop_stops_the_loop_when_the_cancel_is_lost(wire_stack: Stack) -> None:
     seed(wire_stack, {CONVERSATION: "STARTING"})
-    black_hole = create_queue(wire_stack, fifo=True)
     with (
         stop_api(wire_stack) as base_url,
         worker_process(wire_stack, _worker_env(0.5), ["--demo", CONVERSATION]) as worker,
     ):
         worker.next_event("conversation_claimed")
-        # The cancel will go where the worker never looks: as good as lost.
+        # Made after the worker's start (whose sweep deletes queues no worker owns): the
+        # cancel will go where the worker never looks, as good as lost.
+        black_hole = create_queue(wire_stack, fifo=True)
         wire_stack.client("dynamodb").update_item(
             TableName=wire_stack.table_name,
             Key={"conversation_id": {"S": CONVERSATION}},

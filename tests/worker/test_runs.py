@@ -97,31 +97,47 @@ async def test_a_stale_cancel_for_an_older_run_never_stops_the_newer_one(
 
 
 @pytest.mark.anyio
-async def test_a_cancel_without_a_run_targets_the_run_current_when_it_was_requested(
-    stack: Stack, make_worker: WorkerFactory
+async def test_a_cancel_without_a_run_is_matched_by_the_row_never_by_clocks(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
-    """Schema-1 cancels name no run: one requested before this run's claim is stale."""
+    """A schema-1 cancel names no run: stamped minutes ahead (the route's clock fast), it
+    still stops nothing while the row says this run goes on; once the row is STOPPED, it
+    stops it. A run-less cancel of schema 3 carries the row version its stop found: one from
+    before this run's claim (a STARTING conversation's stop) is stale without a read."""
     worker = make_worker()
     agent = Agent()
 
-    def legacy(requested_offset: timedelta, dedup: str) -> None:
+    def legacy(dedup: str) -> None:
         body = CancelMessage(
             sid=CONVERSATION,
             schema_version=1,
             stop_id=f"legacy-{dedup}",
             request_id="r",
-            requested_at=utc_now() + requested_offset,
-        ).model_dump(mode="json", exclude={"run_id"})
+            requested_at=utc_now() + timedelta(minutes=5),
+        ).model_dump(mode="json", exclude={"run_id", "row_version"})
         send_raw(stack, stack.queue_url, json.dumps(body), dedup)
 
     await worker.register(CONVERSATION)
-    await worker.start(CONVERSATION, agent)
-    legacy(timedelta(minutes=-5), "old")
-    before = await worker.poll_once()
-    legacy(timedelta(0), "new")
-    after = await worker.poll_once()
+    task = await worker.start(CONVERSATION, agent)
+    versioned = CancelMessage(
+        sid=CONVERSATION,
+        stop_id="starting-stop",
+        request_id="r",
+        requested_at=utc_now(),
+        row_version=1,
+    )
+    send_raw(stack, stack.queue_url, versioned.model_dump_json(), "versioned")
+    versioned_outcome = await worker.poll_once()
+    legacy("ahead")
+    while_running = await worker.poll_once()
+    service.stop(CONVERSATION, "r")
+    drain_queue(stack)  # its own cancel lost: only the legacy one arrives
+    legacy("after-stop")
+    after_stop = await worker.poll_once()
 
-    assert [before, after] == [[Outcome.STALE], [Outcome.STOPPED]]
+    assert versioned_outcome == [Outcome.STALE]
+    assert [while_running, after_stop] == [[Outcome.STALE], [Outcome.STOPPED]]
+    assert task.cancelled()
 
 
 @pytest.mark.anyio

@@ -33,11 +33,16 @@ WORKER_OPERATIONS = {
     "dynamodb.UpdateItem",
     "dynamodb.GetItem",
     "dynamodb.BatchGetItem",
+    "dynamodb.Query",
+    "dynamodb.DeleteItem",
     "sqs.ReceiveMessage",
     "sqs.DeleteMessage",
     "sqs.ChangeMessageVisibility",
+    "sqs.GetQueueAttributes",
 }
-"""What the worker's managed IAM policy allows (plus sqs:GetQueueAttributes)."""
+"""What the worker's managed IAM policy allows a worker without a queue of its own (and
+sqs:SendMessage, to set an unreadable message aside; the route sends too, so it is not
+told apart here: tests/worker/test_worker_queues.py checks the policy itself)."""
 
 
 # -- claim ---------------------------------------------------------------------------------
@@ -203,12 +208,13 @@ async def test_duplicate_cancels_are_harmless(
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
 
     await worker.start(CONVERSATION, agent)
-    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
-    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+    cancel = cancel_for(CONVERSATION, run_id=worker.run_id(CONVERSATION))
+    send_raw(stack, standard_queue, cancel)
+    send_raw(stack, standard_queue, cancel)
     first = await worker.poll_once()
     while len(first) < 2:  # a standard queue may deliver them in two receives
         first += await worker.poll_once()
-    send_raw(stack, standard_queue, cancel_for(CONVERSATION))
+    send_raw(stack, standard_queue, cancel)
     later = await worker.poll_once()
     await worker.aclose()
 
@@ -248,9 +254,10 @@ async def test_a_cancel_for_a_conversation_not_run_here_is_deleted_as_handled(
     ],
 )
 @pytest.mark.anyio
-async def test_an_unparsable_message_is_left_for_the_redrive(
+async def test_an_unparsable_message_is_set_aside_on_the_dead_letter_queue_at_once(
     stack: Stack, make_worker: WorkerFactory, body: str
 ) -> None:
+    """Not left to hold back its FIFO group (a real cancel's, perhaps) until a redrive."""
     seed(stack, {CONVERSATION: "STARTING"})
     worker = make_worker()
 
@@ -262,7 +269,9 @@ async def test_an_unparsable_message_is_left_for_the_redrive(
 
     assert outcomes == [Outcome.UNPARSABLE]
     assert still_running
-    assert queue_depth(stack, stack.queue_url) == (0, 1)  # received, not deleted
+    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    aside = stack.client("sqs").receive_message(QueueUrl=stack.dead_letter_queue_url)
+    assert [m["Body"] for m in aside["Messages"]] == [body]
 
 
 # -- backstop ------------------------------------------------------------------------------
@@ -373,7 +382,7 @@ async def test_the_worker_calls_only_what_its_iam_policy_allows(
     assert worker_calls <= WORKER_OPERATIONS
     assert {
         "dynamodb.UpdateItem",
-        "dynamodb.BatchGetItem",
+        "dynamodb.Query",
         "sqs.ReceiveMessage",
         "sqs.DeleteMessage",
         "sqs.ChangeMessageVisibility",

@@ -150,7 +150,8 @@ async def test_a_queue_deleted_under_a_live_worker_is_made_again_and_its_runs_fo
 
     assert second != first
     assert sorted(outcomes) == [Outcome.STOPPED, Outcome.STOPPED]  # both via the new queue
-    assert before.cancelled() and after.cancelled()
+    assert before.cancelled()
+    assert after.cancelled()
     for conversation_id in ("before", "after"):
         record = read_record(stack, conversation_id)
         assert record is not None

@@ -123,7 +123,8 @@ class CancelMessage(BaseModel):
             request_id=stop.request_id,
             requested_at=stop.requested_at,
             run_id=record.run_id,
-            row_version=record.version,
+            # A row without a version is version 0, as the stop's write keeps it.
+            row_version=record.version if record.version is not None else 0,
         )
 
 
