@@ -24,7 +24,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
 .PHONY: help install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast fleet bench bench-smoke rotate-key smoke \
+	reliability reliability-fast fleet bench bench-smoke rotate-key reset-conversation smoke \
 	openhands-install test-openhands
 
 install: $(STAMP)
@@ -89,6 +89,10 @@ test: lint sam-install checkov-install runtime-python ## lint, every test, the s
 rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [REVOKE=1: the old key stops at once]
 	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [REVOKE=1]"; exit 2; }
 	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous)
+
+reset-conversation: install ## a row no worker can read (ARCHIVED, lowercase...) back to STOPPED: make reset-conversation TABLE=<name> ID=<id> [FORCE=1]
+	@test -n "$(TABLE)" -a -n "$(ID)" || { echo "usage: make reset-conversation TABLE=<ConversationsTableName> ID=<conversation id> [FORCE=1]"; exit 2; }
+	$(BIN)/python -m scripts.reset_conversation --table '$(TABLE)' --conversation-id '$(ID)' $(if $(FORCE),--force)
 
 smoke: install ## after a deploy: make smoke URL=<StopUrl> KEY=<session key> [STACK=<name>]
 	@test -n "$(URL)" || { echo "usage: make smoke URL=<StopUrl> KEY=<session key> [STACK=<stack name>]"; exit 2; }

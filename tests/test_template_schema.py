@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from openhands_stop.aws.claims import RUNS_BY_WORKER_INDEX
 from openhands_stop.aws.conversation_table import PARTITION_KEY
+from openhands_stop.aws.worker_roster import WORKERS_INDEX
 
 from local.emulation import Stack, load_template, table_definition
 
@@ -17,8 +19,25 @@ def test_the_emulated_table_has_the_templates_key_schema(stack: Stack) -> None:
 def test_the_code_writes_the_partition_key_the_template_declares() -> None:
     key_schema = table_definition()["KeySchema"]
     assert key_schema == [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}]
-    [attribute] = table_definition()["AttributeDefinitions"]
-    assert attribute == {"AttributeName": "conversation_id", "AttributeType": "S"}
+    attributes = table_definition()["AttributeDefinitions"]
+    assert {"AttributeName": "conversation_id", "AttributeType": "S"} in attributes
+
+
+def test_the_indexes_the_workers_query_are_the_templates() -> None:
+    """runs-by-worker: a worker's runs, with every field the backstop reads; workers: the
+    liveness items, in key order, with the counter the judges watch."""
+    indexes = {i["IndexName"]: i for i in table_definition()["GlobalSecondaryIndexes"]}
+    runs = indexes[RUNS_BY_WORKER_INDEX]
+    assert runs["KeySchema"] == [{"AttributeName": "worker_instance", "KeyType": "HASH"}]
+    assert {"status", "run_id", "stop_id", "stop_request_id", "stopped_at"} <= set(
+        runs["Projection"]["NonKeyAttributes"]
+    )
+    workers = indexes[WORKERS_INDEX]
+    assert workers["KeySchema"] == [
+        {"AttributeName": "roster", "KeyType": "HASH"},
+        {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"},
+    ]
+    assert {"beat", "dead", "worker_id"} <= set(workers["Projection"]["NonKeyAttributes"])
 
 
 def test_the_function_gets_every_setting_the_code_reads_from_the_template() -> None:
