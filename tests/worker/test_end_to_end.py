@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import httpx
 import pytest
 
 from local.emulation import Stack, seed
 from tests.support import KEY, read_record
-from tests.worker.processes import stop_api, wait_until, worker_process
+from tests.worker.processes import WorkerProcess, stop_api, wait_until, worker_process
 from tests.worker.support import create_queue, queue_depth
 
 CONVERSATION = "e2e-conversation"
@@ -96,3 +97,23 @@ def test_the_backstop_stops_the_loop_when_the_cancel_is_lost(wire_stack: Stack) 
     wait_until(lambda: queue_depth(wire_stack, black_hole) == (1, 0), "the lost cancel")
     assert queue_depth(wire_stack, wire_stack.queue_url) == (0, 0)
     assert any("agent loop stopped" in line for line in worker.stdout)
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_without_waiting_out_the_long_poll_in_flight(wire_stack: Stack) -> None:
+    """Nothing to stop: the worker exits well inside the 20 s long poll it was waiting in
+    (the poll is left to its daemon thread), its queue and liveness item deleted."""
+    env = {**_worker_env(600), "WAIT_TIME_SECONDS": "20"}
+    worker = WorkerProcess(wire_stack, env, [])
+    started = worker.next_event("worker_started")
+    worker.process.send_signal(signal.SIGTERM)
+    try:
+        code = worker.process.wait(timeout=10)  # half the poll: it did not wait it out
+    finally:
+        worker.terminate()
+
+    assert code == 0
+    [stopped] = [event for event in worker.seen if event.get("event") == "worker_stopped"]
+    assert stopped["loops_left"] == 0
+    listed = wire_stack.client("sqs").list_queues(QueueNamePrefix=wire_stack.worker_queue_prefix)
+    assert started["cancel_queue_url"] not in listed.get("QueueUrls", [])
