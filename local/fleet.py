@@ -924,7 +924,11 @@ class Fleet:
         paginator = self._aws[0].get_paginator("scan")
         count = 0
         for page in paginator.paginate(TableName=self.stack.table_name, ConsistentRead=True):
-            count += sum(item["status"]["S"] != "STOPPED" for item in page["Items"])
+            count += sum(
+                item.get("status", {}).get("S") != "STOPPED"
+                for item in page["Items"]
+                if not item["conversation_id"]["S"].startswith("worker#")  # liveness items
+            )
         return count
 
     # -- figures --

@@ -82,7 +82,7 @@ def test_a_worker_copying_the_policy_onto_its_queue_gets_a_policy_for_that_queue
     queue's: the result must protect their queue alone, with the same principals."""
     deployed = evaluate(transformed, {"WorkerRoleArns": WORKER_ROLES})
     stack_queue_arn = f"{SQS}stop-cancel.fifo"
-    worker_arn = f"{SQS}stop-cancel-worker-0123456789ab.fifo"
+    worker_arn = f"{SQS}stop_cancel-worker-0123456789ab.fifo"
     policy = json.dumps(queue_policy(deployed, "CancelQueue")).replace(
         "${CancelQueue.Arn}", stack_queue_arn
     )

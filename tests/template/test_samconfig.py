@@ -11,8 +11,8 @@ import pytest
 from tests.template.support import ROOT, rule_failures
 
 CONFIG = tomllib.loads((ROOT / "samconfig.toml").read_text())
-# The worker queues' names are `${AWS::StackName}-cancel-worker-<12>.fifo`: SQS allows 80.
-MAX_STACK_NAME = 80 - len("-cancel-worker-") - 12 - len(".fifo")
+# The worker queues' names are `${AWS::StackName}_cancel-worker-<12>.fifo`: SQS allows 80.
+MAX_STACK_NAME = 80 - len("_cancel-worker-") - 12 - len(".fifo")
 
 
 def overrides(environment: str) -> dict[str, str]:

@@ -24,9 +24,12 @@ from tests.template.support import (
 )
 
 STOP_ROUTE = "POST /api/conversations/{conversation_id}/stop"
-WORKER_QUEUE_PREFIX = "${AWS::StackName}-cancel-worker-"
+# Stack names cannot hold `_`: no other stack's queue names fall under this prefix.
+WORKER_QUEUE_PREFIX = "${AWS::StackName}_cancel-worker-"
 WORKER_QUEUES_ARN = (
-    "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + WORKER_QUEUE_PREFIX + "*"
+    "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
+    + WORKER_QUEUE_PREFIX
+    + "????????????.fifo"
 )
 ACCOUNT_QUEUES_ARN = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"
 
@@ -228,8 +231,20 @@ def test_the_worker_policy_grants_exactly_what_workers_need(default: Any) -> Non
     }
     assert granted == {
         "RunConversations": (
-            ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+            [
+                "dynamodb:BatchGetItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:UpdateItem",
+            ],
             ["${ConversationsTable.Arn}"],
+        ),
+        "FindRunsAndWorkers": (
+            ["dynamodb:Query"],
+            [
+                "${ConversationsTable.Arn}/index/runs-by-worker",
+                "${ConversationsTable.Arn}/index/workers",
+            ],
         ),
         "ConsumeCancels": (
             [
@@ -240,6 +255,9 @@ def test_the_worker_policy_grants_exactly_what_workers_need(default: Any) -> Non
             ],
             ["${CancelQueue.Arn}"],
         ),
+        "SetAsideUnreadableCancels": (["sqs:SendMessage"], ["${CancelDeadLetterQueue.Arn}"]),
+        # No SetQueueAttributes (a queue's policy is set at CreateQueue): no worker can
+        # rewrite a peer's policy. SendMessage: a fallback cancel sent on to its holder.
         "OwnWorkerQueues": (
             [
                 "sqs:ChangeMessageVisibility",
@@ -247,10 +265,8 @@ def test_the_worker_policy_grants_exactly_what_workers_need(default: Any) -> Non
                 "sqs:DeleteMessage",
                 "sqs:DeleteQueue",
                 "sqs:GetQueueAttributes",
-                "sqs:ListQueueTags",
                 "sqs:ReceiveMessage",
-                "sqs:SetQueueAttributes",
-                "sqs:TagQueue",
+                "sqs:SendMessage",
             ],
             [WORKER_QUEUES_ARN],
         ),
@@ -282,10 +298,14 @@ def test_the_table_is_on_demand_recoverable_encrypted_and_protected(
 def test_the_table_key_is_the_one_the_code_and_the_emulation_use(default: Any) -> None:
     properties = default["Resources"]["ConversationsTable"]["Properties"]
     assert properties["KeySchema"] == [{"AttributeName": "conversation_id", "KeyType": "HASH"}]
+    # The keys of the workers' two sparse indexes (tests/test_template_schema.py) besides.
     assert properties["AttributeDefinitions"] == [
-        {"AttributeName": "conversation_id", "AttributeType": "S"}
+        {"AttributeName": "conversation_id", "AttributeType": "S"},
+        {"AttributeName": "worker_instance", "AttributeType": "S"},
+        {"AttributeName": "roster", "AttributeType": "S"},
     ]
     assert table_definition()["KeySchema"] == properties["KeySchema"]
+    assert table_definition()["GlobalSecondaryIndexes"] == properties["GlobalSecondaryIndexes"]
 
 
 def test_the_cancel_queue_is_fifo_encrypted_and_redrives_to_a_longer_lived_dlq(
