@@ -137,7 +137,9 @@ def run(event: dict[str, Any], clients: dict[str, Any], env: dict[str, str]) -> 
             SecretId=env["SESSION_API_KEY_SECRET_ID"]
         )
         passed = check_version(
-            clients["lambda"], session_key(secret.get("SecretString", "")), env["TARGET_VERSION_ARN"]
+            clients["lambda"],
+            session_key(secret.get("SecretString", "")),
+            env["TARGET_VERSION_ARN"],
         )
         status = "Succeeded"
         _log("pre_traffic_passed", version=env["TARGET_VERSION_ARN"], checks=passed)
