@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.template.cfn import evaluate
-from tests.template.support import function_role_statements, one, stop_function
+from tests.template.support import function_role_statements, stop_function
 
 ROLE = "${StopConversationRole.Arn}"
 ACCOUNT = "111122223333"

@@ -19,9 +19,9 @@ from tests.template.support import (
     function_role_statements,
     offline_env,
     one,
-    stop_function,
     resources_of,
     sam_tool,
+    stop_function,
 )
 
 STOP_ROUTE = "POST /api/conversations/{conversation_id}/stop"
