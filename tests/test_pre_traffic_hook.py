@@ -22,7 +22,8 @@ EVENT = {"DeploymentId": "d-ABC123", "LifecycleEventHookExecutionId": "hook-exec
 def load_hook() -> ModuleType:
     path = ROOT / "functions" / "pre_traffic_hook" / "app.py"
     spec = importlib.util.spec_from_file_location("pre_traffic_hook_app", path)
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,7 +36,7 @@ class FakeLambda:
         self.handler = handler
         self.invoked: list[str] = []
 
-    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Any:  # noqa: N803
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> Any:
         assert InvocationType == "RequestResponse"
         self.invoked.append(FunctionName)
         answer = self.handler(json.loads(Payload))

@@ -61,8 +61,8 @@ def transform(
         check=True,
         timeout=120,
     )
-    template: dict[str, Any] = json.loads(result.stdout)
-    return template
+    transformed: dict[str, Any] = json.loads(result.stdout)
+    return transformed
 
 
 def resources_of(deployed: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
