@@ -9,7 +9,7 @@ import pytest
 from openhands_stop.edge import observability
 
 from tests.template.cfn import evaluate
-from tests.template.support import resources_of, rule_failures, stop_function
+from tests.template.support import ROOT, resources_of, rule_failures, stop_function
 
 WORKERS = {"WorkerRoleArns": "arn:aws:iam::111122223333:role/agent-worker"}
 EMAIL = {"AlarmEmail": "ops@example.com", **WORKERS}
@@ -249,3 +249,21 @@ def test_stateful_resources_have_explicit_deletion_and_replace_policies(
         if body["Type"] in stateful_types:
             assert "DeletionPolicy" in body, name
             assert "UpdateReplacePolicy" in body, name
+
+
+def test_every_alarm_has_a_runbook_entry(transformed: dict[str, Any]) -> None:
+    """docs/operations.md: what it means, how to look, what to do, for each alarm."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    runbook = guide.split("## Runbook: one entry per alarm", 1)[1]
+    entries = {
+        section.split("\n", 1)[0].strip(): section for section in runbook.split("\n### ")[1:]
+    }
+    alarms = {
+        name
+        for name, body in transformed["Resources"].items()
+        if body["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert set(entries) == alarms
+    for name, entry in entries.items():
+        for part in ("**Means**", "**Look**", "**Do**"):
+            assert part in entry, (name, part)
