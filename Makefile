@@ -23,8 +23,8 @@ SAM_BUILD_DIR ?= .aws-sam/build
 OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
 	AWS_EC2_METADATA_DISABLED=true SAM_CLI_TELEMETRY=0
 
-.PHONY: help install sam-install checkov-install runtime-python build run invoke test unit lint format clean \
-	reliability reliability-fast fleet bench bench-smoke rotate-key reset-conversation smoke \
+.PHONY: help install sam-install checkov-install runtime-python build run invoke sam-local test unit lint \
+	format clean reliability reliability-fast fleet bench bench-smoke rotate-key reset-conversation smoke \
 	openhands-install test-openhands
 
 install: $(STAMP)
@@ -68,6 +68,16 @@ run: install ## the stop route on http://localhost:3000 against an embedded AWS 
 invoke: install ## one sample event through the real handler: make invoke EVENT=events/stop-running.json
 	$(BIN)/python -m local.invoke $(EVENT)
 
+# The real `sam local` (Docker needed) against `make run`'s emulation: writes the --env-vars
+# file (endpoints a container reaches) and prints the commands. SAM_LOCAL_HOST: the address
+# the container reaches `make run`'s moto by: 127.0.0.1 with the printed --docker-network host
+# (Linux), host.docker.internal on Docker Desktop.
+SAM_LOCAL_ENV ?= .aws-sam/sam-local-env.json
+SAM_LOCAL_HOST ?= 127.0.0.1
+sam-local: install ## write the sam local --env-vars file for `make run`'s emulation; print sam local invoke/start-api
+	$(BIN)/python -m local.sam_local --event $(EVENT) --env-vars $(SAM_LOCAL_ENV) \
+	  --host $(SAM_LOCAL_HOST) --build-dir $(SAM_BUILD_DIR)
+
 lint: install sam-install checkov-install ## ruff, mypy, cfn-lint, sam validate, and checkov on the transformed template
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -86,18 +96,22 @@ test: lint sam-install checkov-install runtime-python ## lint, every test, the s
 	$(BIN)/pytest -m "not full"
 	$(MAKE) --no-print-directory reliability-fast
 
-rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [REVOKE=1: the old key stops at once]
-	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [REVOKE=1]"; exit 2; }
-	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous)
+rotate-key: install ## a new session key: make rotate-key SECRET_ID=<arn> [KEY_STDIN=1 < key] [REVOKE=1: no previous key]
+	@test -n "$(SECRET_ID)" || { echo "usage: make rotate-key SECRET_ID=<SessionApiKeySecretArn> [KEY_STDIN=1 < key.txt] [REVOKE=1]"; exit 2; }
+	@# REVOKE=1: no instance accepts the old key as the previous one; a warm instance that
+	@# cached it as the current one keeps it up to KEY_CACHE_SECONDS (docs/operations.md).
+	$(BIN)/python -m scripts.rotate_session_key --secret-id '$(SECRET_ID)' $(if $(REVOKE),--revoke-previous) $(if $(KEY_STDIN),--key-stdin)
 
 reset-conversation: install ## a row no worker can read (ARCHIVED, lowercase...) back to STOPPED: make reset-conversation TABLE=<name> ID=<id> [FORCE=1]
 	@test -n "$(TABLE)" -a -n "$(ID)" || { echo "usage: make reset-conversation TABLE=<ConversationsTableName> ID=<conversation id> [FORCE=1]"; exit 2; }
 	$(BIN)/python -m scripts.reset_conversation --table '$(TABLE)' --conversation-id '$(ID)' $(if $(FORCE),--force)
 
-smoke: install ## after a deploy: make smoke URL=<StopUrl> KEY=<session key> [STACK=<name>]
-	@test -n "$(URL)" || { echo "usage: make smoke URL=<StopUrl> KEY=<session key> [STACK=<stack name>]"; exit 2; }
-	@# KEY reaches the script through the environment (make exports command-line variables),
-	@# never through a command line another process could read.
+smoke: install ## after a deploy: KEY=<key> make smoke URL=<StopUrl> [STACK=<name>] (or the key on stdin)
+	@test -n "$(URL)" || { echo "usage: KEY=<session key> make smoke URL=<StopUrl> [STACK=<stack name>]  (or: ... | make smoke URL=...)"; exit 2; }
+	@# The key never reaches a command line another process could read: not make's (KEY=
+	@# there is refused), not the script's. It comes from the environment or standard input.
+	@if [ "$(origin KEY)" = "command line" ]; then \
+	  echo "smoke: KEY=... on make's command line shows in ps: export KEY, or pipe the key in" >&2; exit 2; fi
 	$(BIN)/python -m scripts.smoke --url '$(URL)' $(if $(STACK),--stack '$(STACK)') $(if $(WAIT),--wait $(WAIT))
 
 # A real OpenHands server as the worker (issue 12): its own venv, Python 3.12, openhands-ai

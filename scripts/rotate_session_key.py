@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         "--key-stdin", action="store_true", help="read the new key from stdin (else generate)"
     )
     parser.add_argument(
-        "--revoke-previous", action="store_true", help="the replaced key stops working at once"
+        "--revoke-previous",
+        action="store_true",
+        help="no instance accepts the replaced key as the previous one (a warm instance that "
+        "cached it as the current one keeps it up to KEY_CACHE_SECONDS)",
     )
     args = parser.parse_args(argv)
     key = sys.stdin.readline().strip() if args.key_stdin else None

@@ -1,24 +1,30 @@
-"""After a deploy: stop a conversation this script registers, and show its cancel arrived.
+"""After a deploy: run a conversation as a worker would, stop it, and show its cancel arrived.
 
-    make smoke URL=<StopUrl> KEY=<session key> [STACK=<stack name>]
+    KEY=<session key> make smoke URL=<StopUrl> [STACK=<stack name>]
+    <command printing the key> | make smoke URL=<StopUrl> [STACK=<stack name>]
 
-1. reads the stack's outputs (ConversationsTableName, CancelQueueUrl): of STACK, or of the
-   stack whose StopUrl output is on URL's host;
-2. puts a STARTING row for a new conversation id (``smoke-<random>``), as a worker's
-   ``register`` does;
-3. checks that a stop without the key is refused (401), then stops it with the key (200,
-   "Conversation stopped successfully", previous status STARTING) and that the row is STOPPED;
-4. receives from the stack's CancelQueue until this conversation's cancel arrives (a
-   never-claimed conversation's cancel goes there), deletes it, and deletes the row.
+1. reads the stack's outputs (ConversationsTableName, CancelQueueUrl, WorkerQueuePrefix,
+   StopFunctionAlias): of STACK, or of the stack whose StopUrl output is on URL's host, and
+   reports which version `live` serves (its number and description);
+2. creates a cancel queue of its own under WorkerQueuePrefix, shaped like the stack's (as a
+   worker creates its queue: same attributes, the policy rewritten for its ARN);
+3. registers a new conversation (``smoke-<random>``, STARTING) and claims it as a worker
+   does (one conditional UpdateItem: RUNNING, its run, its worker id, its queue);
+4. checks that a stop without the key and one with a wrong key are refused (401), then stops
+   it with the key (200, "Conversation stopped successfully", previous status RUNNING) and
+   that the row is STOPPED;
+5. receives the cancel on its own queue (naming its run), then deletes the queue and the row.
 
-Other cancels it receives meanwhile are handed back at once (visibility 0). A worker draining
-the stack queue may take the cancel first: the script then fails after ``--wait`` seconds and
-says so. The key is read from the environment (``KEY``) and is never printed.
+It never touches the stack's queue, so other conversations' cancels are never received (and
+never counted towards their ``maxReceiveCount``). The key comes from the environment
+(``KEY``) or the first line of standard input (a prompt without echo on a terminal), never
+from a command line, and is never printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import secrets
@@ -32,6 +38,20 @@ import httpx
 
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
 STOPPED = "Conversation stopped successfully"
+WORKER_ID = "make-smoke"
+# The stack queue's attributes a worker's queue takes (openhands_stop.aws.worker_queues).
+QUEUE_ATTRIBUTES = (
+    "VisibilityTimeout",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "RedrivePolicy",
+    "SqsManagedSseEnabled",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "Policy",
+)
 
 
 class SmokeFailed(Exception):
@@ -75,29 +95,24 @@ def run(
     outputs = stack_outputs(stack, url)
     try:
         table_name = outputs["ConversationsTableName"]
-        queue_url = outputs["CancelQueueUrl"]
+        stack_queue_url = outputs["CancelQueueUrl"]
+        prefix = outputs["WorkerQueuePrefix"]
     except KeyError as missing:
-        raise SmokeFailed(f"stack {stack} has no output {missing}") from None
+        raise SmokeFailed(f"stack {stack or ''} has no output {missing}") from None
+    say(f"live: {live_version(outputs.get('StopFunctionAlias'))}")
+    queue_url = create_own_queue(stack_queue_url, prefix)
+    say(f"own cancel queue: {queue_url}")
     dynamodb = boto3.client("dynamodb")
     conversation_id = f"smoke-{secrets.token_hex(6)}"
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    dynamodb.put_item(
-        TableName=table_name,
-        Item={
-            "conversation_id": {"S": conversation_id},
-            "status": {"S": "STARTING"},
-            "registered_at": {"S": now},
-            "updated_at": {"S": now},
-            "version": {"N": "0"},
-        },
-        ConditionExpression="attribute_not_exists(conversation_id)",
-    )
-    say(f"registered {conversation_id} (STARTING) in {table_name}")
+    run_id = f"smoke-run-{secrets.token_hex(8)}"
     try:
+        _register_and_claim(dynamodb, table_name, conversation_id, run_id, queue_url)
+        say(f"claimed {conversation_id} (RUNNING, run {run_id}) in {table_name}")
         return _stop_and_receive(
             stop_url(url, conversation_id),
             key,
             conversation_id=conversation_id,
+            run_id=run_id,
             table_name=table_name,
             queue_url=queue_url,
             wait_seconds=wait_seconds,
@@ -105,6 +120,72 @@ def run(
         )
     finally:
         dynamodb.delete_item(TableName=table_name, Key={"conversation_id": {"S": conversation_id}})
+        boto3.client("sqs").delete_queue(QueueUrl=queue_url)
+
+
+def live_version(alias_arn: str | None) -> str:
+    """The version `live` serves, and its description (what published it)."""
+    if not alias_arn:
+        return "unknown (the stack has no StopFunctionAlias output)"
+    configuration = boto3.client("lambda").get_function_configuration(FunctionName=alias_arn)
+    return f"version {configuration['Version']} ({configuration.get('Description', '')})"
+
+
+def create_own_queue(stack_queue_url: str, prefix: str) -> str:
+    """A queue under the workers' prefix, shaped like the stack's, as a worker creates its
+    own: the stop route sends a claimed run's cancel there, and to nobody else."""
+    sqs = boto3.client("sqs")
+    stack = sqs.get_queue_attributes(QueueUrl=stack_queue_url, AttributeNames=["All"])
+    attributes: dict[str, str] = {str(k): v for k, v in stack.get("Attributes", {}).items()}
+    name = f"{prefix}{secrets.token_hex(6)}.fifo"
+    own: dict[str, str] = {"FifoQueue": "true"}
+    own.update({k: attributes[k] for k in QUEUE_ATTRIBUTES if attributes.get(k)})
+    stack_arn = attributes.get("QueueArn", "")
+    if "Policy" in own and stack_arn:
+        # The stack queue's ARN appears in its policy only as each statement's Resource.
+        own["Policy"] = own["Policy"].replace(stack_arn, f"{stack_arn.rsplit(':', 1)[0]}:{name}")
+    request: Any = {"QueueName": name, "Attributes": own}
+    url: str = sqs.create_queue(**request)["QueueUrl"]
+    return url
+
+
+def _register_and_claim(
+    dynamodb: Any, table_name: str, conversation_id: str, run_id: str, queue_url: str
+) -> None:
+    """A worker's register (a new STARTING row) and claim (STARTING -> RUNNING, with its run,
+    its worker id and its queue), each one conditional write."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    key = {"conversation_id": {"S": conversation_id}}
+    dynamodb.update_item(
+        TableName=table_name,
+        Key=key,
+        UpdateExpression="SET #status = :starting, registered_at = :now, updated_at = :now "
+        "ADD version :one",
+        ConditionExpression="attribute_not_exists(#status)",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={
+            ":starting": {"S": "STARTING"},
+            ":now": {"S": now},
+            ":one": {"N": "1"},
+        },
+    )
+    dynamodb.update_item(
+        TableName=table_name,
+        Key=key,
+        UpdateExpression="SET #status = :running, run_id = :run, worker_id = :worker, "
+        "cancel_queue_url = :queue, claimed_at = :now, updated_at = :now ADD version :one",
+        ConditionExpression="#status = :starting",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={
+            ":running": {"S": "RUNNING"},
+            ":starting": {"S": "STARTING"},
+            ":run": {"S": run_id},
+            ":worker": {"S": WORKER_ID},
+            ":queue": {"S": queue_url},
+            ":now": {"S": now},
+            ":one": {"N": "1"},
+        },
+    )
 
 
 def _stop_and_receive(
@@ -112,6 +193,7 @@ def _stop_and_receive(
     key: str,
     *,
     conversation_id: str,
+    run_id: str,
     table_name: str,
     queue_url: str,
     wait_seconds: float,
@@ -122,15 +204,20 @@ def _stop_and_receive(
         if refused.status_code != 401:
             raise SmokeFailed(f"a stop without the key answered {refused.status_code}, not 401")
         say("without the key: 401")
+        wrong = "smoke-wrong-key-" + secrets.token_hex(16)
+        refused = client.post(url, headers={"X-Session-API-Key": wrong})
+        if refused.status_code != 401:
+            raise SmokeFailed(f"a stop with a wrong key answered {refused.status_code}, not 401")
+        say("with a wrong key: 401")
         started = time.monotonic()
         response = client.post(url, headers={"X-Session-API-Key": key})
         elapsed_ms = (time.monotonic() - started) * 1000
     body = _json(response)
     if response.status_code != 200 or body.get("message") != STOPPED:
         raise SmokeFailed(f"the stop answered {response.status_code} {body}")
-    if body.get("conversation_status") != "STARTING":
-        raise SmokeFailed(f"the stop saw {body.get('conversation_status')}, not STARTING")
-    say(f"stop: 200 {STOPPED!r} (was STARTING) in {elapsed_ms:.0f} ms")
+    if body.get("conversation_status") != "RUNNING":
+        raise SmokeFailed(f"the stop saw {body.get('conversation_status')}, not RUNNING")
+    say(f"stop: 200 {STOPPED!r} (was RUNNING) in {elapsed_ms:.0f} ms")
     row = boto3.client("dynamodb").get_item(
         TableName=table_name, Key={"conversation_id": {"S": conversation_id}}, ConsistentRead=True
     )["Item"]
@@ -141,6 +228,8 @@ def _stop_and_receive(
     cancel = _receive_cancel(queue_url, conversation_id, wait_seconds)
     if cancel.get("stop_id") != stop_id:
         raise SmokeFailed(f"the cancel's stop_id {cancel.get('stop_id')} is not the row's")
+    if cancel.get("run_id") not in (None, run_id):
+        raise SmokeFailed(f"the cancel names run {cancel.get('run_id')}, not {run_id}")
     say(f"cancel arrived on {queue_url}: {json.dumps(cancel, sort_keys=True)}")
     say("smoke: ok")
     return {"conversation_id": conversation_id, "stop_id": stop_id, "cancel": cancel}
@@ -154,19 +243,28 @@ def _receive_cancel(queue_url: str, conversation_id: str, wait_seconds: float) -
         received = sqs.receive_message(
             QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=poll
         ).get("Messages", [])
-        for message in received:
+        for message in received:  # the queue is the smoke's own: nobody else's cancels
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             cancel = _json_text(message["Body"])
             if cancel.get("sid") == conversation_id:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 return cancel
-            # Another conversation's cancel: back to the queue at once, for its worker.
-            sqs.change_message_visibility(
-                QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-            )
     raise SmokeFailed(
-        f"no cancel for {conversation_id} on {queue_url} within {wait_seconds:.0f} s "
-        "(a worker draining the stack queue may have taken it: see its cancel_handled log)"
+        f"no cancel for {conversation_id} on its own queue {queue_url} within "
+        f"{wait_seconds:.0f} s (the function's log line for the stop says where it sent it)"
     )
+
+
+def read_key() -> str:
+    """``KEY`` from the environment, else standard input's first line (without echo on a
+    terminal): never an argument, which any process on the machine could read."""
+    key = os.environ.get("KEY", "").strip()
+    if key:
+        return key
+    if sys.stdin is None:
+        return ""
+    if sys.stdin.isatty():
+        return getpass.getpass("session key: ").strip()
+    return sys.stdin.readline().strip()
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -187,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", help="the stack's name (default: the one serving --url)")
     parser.add_argument("--wait", type=float, default=30, help="seconds to wait for the cancel")
     args = parser.parse_args(argv)
-    key = os.environ.get("KEY", "")
+    key = read_key()
     if not key:
-        print("smoke: set KEY to the session key (make smoke ... KEY=...)", file=sys.stderr)
+        print("smoke: no key: export KEY, or give the key on standard input", file=sys.stderr)
         return 2
     try:
         run(args.url, key, args.stack, args.wait)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from local.emulation import ROOT, Stack, seed
+from local.emulation import ROOT, Stack, load_template, seed
 from tests.support import drain_queue, read_record
 
 EVENTS = ROOT / "events"
@@ -74,11 +74,15 @@ def test_events_use_the_demo_key_and_the_three_shapes() -> None:
 
 
 def test_the_sam_env_vars_file_names_the_template_function() -> None:
-    env = json.loads((ROOT / "local" / "sam-env.json").read_text())
+    """`make sam-local` writes it (tests/test_sam_local.py runs the target)."""
+    from local.sam_local import env_vars
+
+    env = env_vars("127.0.0.1", 5000)
     assert set(env) == {"StopConversationFunction"}
     assert {"CONVERSATIONS_TABLE_NAME", "CANCEL_QUEUE_URL", "SESSION_API_KEY_SECRET_ID"} <= set(
         env["StopConversationFunction"]
     )
+    assert "StopConversationFunction" in load_template()["Resources"]
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])

@@ -1,9 +1,11 @@
 """Evaluates a transformed CloudFormation template under given parameter values, offline.
 
 Conditions are decided, ``Fn::If`` branches chosen, ``AWS::NoValue`` dropped, parameters
-substituted, and ``Fn::Join``/``Fn::Split``/``Fn::Sub`` computed; resources' ``Ref`` and
-``Fn::GetAtt`` become tokens like ``${CancelQueue.Arn}``, so assertions read as plain
-strings. Resources and outputs whose condition is false are removed, as CloudFormation would.
+substituted, and ``Fn::Join``/``Fn::Split``/``Fn::Select``/``Fn::Sub`` computed; resources'
+``Ref`` and ``Fn::GetAtt`` become tokens like ``${CancelQueue.Arn}``, so assertions read as
+plain strings, unless ``physical`` gives their deployed values (``{"CancelQueue.QueueName":
+...}``, ``{"ConversationsTable": ...}`` for a Ref), as a deployed stack would resolve them.
+Resources and outputs whose condition is false are removed, as CloudFormation would.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ def parameter_values(template: Mapping[str, Any], overrides: Mapping[str, str]) 
 
 
 class Evaluator:
-    def __init__(self, template: Mapping[str, Any], overrides: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        overrides: Mapping[str, str],
+        physical: Mapping[str, str] | None = None,
+    ) -> None:
         self.template = template
         self.parameters = parameter_values(template, overrides)
+        self.physical = dict(physical or {})
         self._conditions: dict[str, bool] = {}
 
     def condition(self, name: str) -> bool:
@@ -63,7 +71,11 @@ class Evaluator:
             return _NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
-        return f"${{{name}}}"
+        return self.physical.get(name, f"${{{name}}}")
+
+    def get_att(self, value: Any) -> str:
+        name = value if isinstance(value, str) else ".".join(value)
+        return self.physical.get(name, "${" + name + "}")
 
     def sub(self, value: Any) -> str:
         text, variables = (value, {}) if isinstance(value, str) else value
@@ -74,7 +86,7 @@ class Evaluator:
             if name in variables:
                 return str(variables[name])
             if "." in name:
-                return f"${{{name}}}"
+                return self.get_att(name)
             resolved = self.ref(name)
             return resolved if isinstance(resolved, str) else ",".join(resolved)
 
@@ -100,10 +112,23 @@ def _split(evaluator: Evaluator, value: list[Any]) -> Any:
     return resolved.split(separator)
 
 
+def _select(evaluator: Evaluator, value: list[Any]) -> Any:
+    index, items = value
+    resolved = evaluator.resolve(items)
+    if int(index) < len(resolved):
+        return resolved[int(index)]
+    # Only a token (no physical value given) can be too short to select from; CloudFormation
+    # would fail the deploy on a real value, which tests with physical values would show.
+    assert any("${" in str(item) for item in resolved), (index, resolved)
+    return "${Select " + str(index) + " of " + ":".join(map(str, resolved)) + "}"
+
+
 _FUNCTIONS: dict[str, Any] = {
     "Ref": lambda evaluator, name: evaluator.ref(name),
-    "Fn::GetAtt": lambda _, value: (
-        "${" + (value if isinstance(value, str) else ".".join(value)) + "}"
+    "Fn::GetAtt": lambda evaluator, value: evaluator.get_att(value),
+    "Fn::Select": _select,
+    "Fn::Contains": lambda evaluator, value: (
+        evaluator.resolve(value[1]) in evaluator.resolve(value[0])
     ),
     "Fn::If": _if,
     "Fn::Join": _join,
@@ -119,9 +144,14 @@ _FUNCTIONS: dict[str, Any] = {
 }
 
 
-def evaluate(template: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> Any:
-    """The template as CloudFormation would deploy it with these parameter values."""
-    evaluator = Evaluator(template, overrides or {})
+def evaluate(
+    template: Mapping[str, Any],
+    overrides: Mapping[str, str] | None = None,
+    physical: Mapping[str, str] | None = None,
+) -> Any:
+    """The template as CloudFormation would deploy it with these parameter values (and these
+    resources' physical values, when given)."""
+    evaluator = Evaluator(template, overrides or {}, physical)
     result: dict[str, Any] = {}
     for section in ("Resources", "Outputs"):
         kept = {

@@ -43,24 +43,26 @@ def sam_tool(name: str) -> Path:
 
 
 def transform(
-    parameters: dict[str, str] | None = None, code: dict[str, str] | None = None
+    parameters: dict[str, str] | None = None,
+    code: dict[str, str] | None = None,
+    template: Path = TEMPLATE,
 ) -> dict[str, Any]:
-    """template.yaml after the SAM transform, as CloudFormation receives it with these
-    parameter values; ``code`` gives resources' uploaded artifact URIs (a rebuilt layer
-    is uploaded under a new key)."""
+    """template.yaml (or ``template``, an edited copy) after the SAM transform, as
+    CloudFormation receives it with these parameter values; ``code`` gives resources'
+    uploaded artifact URIs (a rebuilt layer is uploaded under a new key)."""
     args = [f"{name}={value}" for name, value in (parameters or {}).items()]
     for name, uri in (code or {}).items():
         args += ["--code", f"{name}={uri}"]
     result = subprocess.run(
-        [str(sam_tool("python")), str(ROOT / "tests/template/transform.py"), str(TEMPLATE), *args],
+        [str(sam_tool("python")), str(ROOT / "tests/template/transform.py"), str(template), *args],
         capture_output=True,
         text=True,
         env=offline_env(),
         check=True,
         timeout=120,
     )
-    template: dict[str, Any] = json.loads(result.stdout)
-    return template
+    transformed: dict[str, Any] = json.loads(result.stdout)
+    return transformed
 
 
 def resources_of(deployed: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -78,8 +80,17 @@ def one(deployed: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
     return name, properties
 
 
-def function_role_statements(deployed: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    _, function = one(deployed, "AWS::Lambda::Function")
+def stop_function(deployed: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The stop function (the other function is CodeDeploy's pre-traffic hook)."""
+    functions = resources_of(deployed, "AWS::Lambda::Function")
+    assert set(functions) == {"StopConversationFunction", "PreTrafficHookFunction"}, functions
+    return "StopConversationFunction", functions["StopConversationFunction"]
+
+
+def function_role_statements(
+    deployed: dict[str, Any], function_name: str = "StopConversationFunction"
+) -> dict[str, dict[str, Any]]:
+    function = resources_of(deployed, "AWS::Lambda::Function")[function_name]
     role_name = function["Role"].removeprefix("${").removesuffix(".Arn}")
     role = deployed["Resources"][role_name]["Properties"]
     (policy,) = role["Policies"]

@@ -27,6 +27,12 @@ DELIBERATE = {
     ("CKV_AWS_116", "AWS::Lambda::Function.StopConversationFunction"),
     ("CKV_AWS_117", "AWS::Lambda::Function.StopConversationFunction"),
     ("CKV_AWS_173", "AWS::Lambda::Function.StopConversationFunction"),
+    # The pre-traffic hook (CodeDeploy invokes it once per deployment) and its logs.
+    ("CKV_AWS_115", "AWS::Lambda::Function.PreTrafficHookFunction"),
+    ("CKV_AWS_116", "AWS::Lambda::Function.PreTrafficHookFunction"),
+    ("CKV_AWS_117", "AWS::Lambda::Function.PreTrafficHookFunction"),
+    ("CKV_AWS_173", "AWS::Lambda::Function.PreTrafficHookFunction"),
+    ("CKV_AWS_158", "AWS::Logs::LogGroup.PreTrafficHookLogGroup"),
 }
 
 

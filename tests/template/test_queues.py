@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.template.cfn import evaluate
-from tests.template.support import function_role_statements, one
+from tests.template.support import function_role_statements, stop_function
 
 ROLE = "${StopConversationRole.Arn}"
 ACCOUNT = "111122223333"
@@ -46,7 +46,7 @@ def test_only_the_stop_functions_role_may_send_a_cancel(default: Any) -> None:
     assert deny["Resource"] == "${CancelQueue.Arn}"
     assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": ROLE}}
     # The role the condition spares is the function's, and it holds the SendCancel grant.
-    assert one(default, "AWS::Lambda::Function")[1]["Role"] == ROLE
+    assert stop_function(default)[1]["Role"] == ROLE
     assert "sqs:SendMessage" in json.dumps(function_role_statements(default)["SendCancel"])
     assert not [s for s in statements.values() if s["Effect"] == "Allow"], "grants stay in IAM"
 

@@ -43,17 +43,28 @@ def test_every_override_is_a_parameter_of_the_template(
     assert set(overrides(environment)) <= set(transformed["Parameters"])
 
 
-def test_prod_as_committed_is_refused_until_an_alarm_destination_is_set(
+def test_prod_as_committed_is_refused_until_an_alarm_destination_and_workers_are_set(
     transformed: dict[str, Any],
 ) -> None:
     prod = overrides("prod")
-    assert rule_failures(transformed, prod), "no destination: the deploy must be refused"
-    assert not rule_failures(
-        transformed, {**prod, "AlarmTopicArn": "arn:aws:sns:us-east-1:111122223333:oncall"}
-    )
+    topic = {"AlarmTopicArn": "arn:aws:sns:us-east-1:111122223333:oncall"}
+    workers = {"WorkerRoleArns": "arn:aws:iam::111122223333:role/agent-worker"}
+    assert len(rule_failures(transformed, prod)) == 2, "neither: the deploy must be refused"
+    assert rule_failures(transformed, {**prod, **topic}), "no workers: refused"
+    assert rule_failures(transformed, {**prod, **workers}), "no destination: refused"
+    assert not rule_failures(transformed, {**prod, **topic, **workers})
     assert prod["TableDeletionProtection"] == "true"
     assert CONFIG["prod"]["deploy"]["parameters"]["confirm_changeset"] is True
 
 
 def test_dev_deploys_without_an_alarm_destination(transformed: dict[str, Any]) -> None:
     assert not rule_failures(transformed, overrides("dev"))
+
+
+def test_prod_deploys_as_a_canary_and_dev_all_at_once(transformed: dict[str, Any]) -> None:
+    """Both go through CodeDeploy (the pre-traffic hook runs for each); prod shifts 10% of
+    stops first, long enough for the error and dependency alarms to roll it back."""
+    assert overrides("dev")["DeploymentStrategy"] == "AllAtOnce"
+    assert overrides("prod")["DeploymentStrategy"] == "Canary10Percent10Minutes"
+    allowed = transformed["Parameters"]["DeploymentStrategy"]["AllowedValues"]
+    assert {"AllAtOnce", "Canary10Percent10Minutes"} <= set(allowed)

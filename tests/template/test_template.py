@@ -21,6 +21,7 @@ from tests.template.support import (
     one,
     resources_of,
     sam_tool,
+    stop_function,
 )
 
 STOP_ROUTE = "POST /api/conversations/{conversation_id}/stop"
@@ -32,6 +33,13 @@ WORKER_QUEUES_ARN = (
     + "????????????.fifo"
 )
 ACCOUNT_QUEUES_ARN = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"
+STACK_ALARMS_ARN = (
+    "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}-*"
+)
+HOOK_REPORTS_ARN = (
+    "arn:${AWS::Partition}:codedeploy:${AWS::Region}:${AWS::AccountId}:deploymentgroup:"
+    "${ServerlessDeploymentApplication}/*"
+)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -58,7 +66,7 @@ def default(transformed: dict[str, Any]) -> Any:
 
 
 def test_the_function_is_arm64_python313_behind_a_published_alias(default: Any) -> None:
-    _, function = one(default, "AWS::Lambda::Function")
+    _, function = stop_function(default)
     assert function["Architectures"] == ["arm64"]
     assert function["Runtime"] == "python3.13"
     assert function["Handler"] == "app.handler"
@@ -78,7 +86,7 @@ def test_the_timeout_leaves_room_for_one_dependency_s_retries_under_the_api_limi
 ) -> None:
     """A warm stop's worst case (write and send, from CLIENT_CONFIG) fits; API Gateway waits
     longer than the function, and no longer than its own limit."""
-    _, function = one(default, "AWS::Lambda::Function")
+    _, function = stop_function(default)
     _, integration = one(default, "AWS::ApiGatewayV2::Integration")
     worst = sum(worst_call_seconds(CLIENT_CONFIG, name) for name in ("dynamodb", "sqs"))
     assert worst < function["Timeout"] < 30
@@ -88,32 +96,32 @@ def test_the_timeout_leaves_room_for_one_dependency_s_retries_under_the_api_limi
 def test_snapstart_is_off_by_default_and_applies_to_published_versions_when_chosen(
     transformed: dict[str, Any], default: Any
 ) -> None:
-    assert "SnapStart" not in one(default, "AWS::Lambda::Function")[1]
+    assert "SnapStart" not in stop_function(default)[1]
     chosen = evaluate(transformed, {"EnableSnapStart": "true"})
-    assert one(chosen, "AWS::Lambda::Function")[1]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert stop_function(chosen)[1]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
 
 
 def test_reserved_concurrency_is_a_parameter(transformed: dict[str, Any], default: Any) -> None:
-    assert "ReservedConcurrentExecutions" not in one(default, "AWS::Lambda::Function")[1]
+    assert "ReservedConcurrentExecutions" not in stop_function(default)[1]
     capped = evaluate(transformed, {"ReservedConcurrency": "5"})
-    assert one(capped, "AWS::Lambda::Function")[1]["ReservedConcurrentExecutions"] == "5"
+    assert stop_function(capped)[1]["ReservedConcurrentExecutions"] == "5"
 
 
 def test_logs_are_json_in_a_group_with_retention(transformed: dict[str, Any]) -> None:
     deployed = evaluate(transformed, {"LogRetentionDays": "90", "LogLevel": "WARN"})
-    _, function = one(deployed, "AWS::Lambda::Function")
+    _, function = stop_function(deployed)
     logging = function["LoggingConfig"]
     assert logging["LogFormat"] == "JSON"
     assert logging["ApplicationLogLevel"] == "WARN"
     group = logging["LogGroup"].removeprefix("${").removesuffix("}")
     assert deployed["Resources"][group]["Properties"]["RetentionInDays"] == "90"
     groups = resources_of(deployed, "AWS::Logs::LogGroup")
-    assert len(groups) == 2  # the function's and the API's access logs
+    assert len(groups) == 3  # the function's, the API's access logs, the pre-traffic hook's
     assert all(group["RetentionInDays"] == "90" for group in groups.values())
 
 
 def test_the_environment_carries_every_setting_the_code_requires(default: Any) -> None:
-    env = one(default, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
+    env = stop_function(default)[1]["Environment"]["Variables"]
     assert env["CONVERSATIONS_TABLE_NAME"] == "${ConversationsTable}"
     assert env["CANCEL_QUEUE_URL"] == "${CancelQueue}"
     assert env["SESSION_API_KEY_SECRET_ID"] == "${SessionApiKeySecret}"
@@ -131,10 +139,10 @@ def test_the_environment_carries_every_setting_the_code_requires(default: Any) -
 def test_tracing_is_a_parameter_that_switches_the_function_and_the_code(
     transformed: dict[str, Any], default: Any
 ) -> None:
-    function = one(default, "AWS::Lambda::Function")[1]
+    function = stop_function(default)[1]
     assert function["TracingConfig"] == {"Mode": "PassThrough"}
     assert function["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
-    traced = one(evaluate(transformed, {"EnableTracing": "true"}), "AWS::Lambda::Function")[1]
+    traced = stop_function(evaluate(transformed, {"EnableTracing": "true"}))[1]
     assert traced["TracingConfig"] == {"Mode": "Active"}
     assert traced["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == "false"
 
@@ -152,11 +160,18 @@ def test_no_allow_statement_has_a_wildcard_action_or_resource(default: Any) -> N
         for resource in as_list(statement["Resource"]):
             # A log group's ARN ends in ":*" (its streams); the workers' queues are the
             # stack's prefix (ListQueues has no per-queue resource: the account's queues in
-            # this region); nothing else may hold a "*".
-            assert (
-                resource in ("${FunctionLogGroup.Arn}", WORKER_QUEUES_ARN, ACCOUNT_QUEUES_ARN)
-                or "*" not in resource
-            ), (source, statement)
+            # this region); CodeDeploy reads the stack's alarms (generated names start with
+            # the stack's) and the hook reports to the stack's CodeDeploy application's
+            # groups; nothing else may hold a "*".
+            allowed = (
+                "${FunctionLogGroup.Arn}",
+                "${PreTrafficHookLogGroup.Arn}",
+                WORKER_QUEUES_ARN,
+                ACCOUNT_QUEUES_ARN,
+                STACK_ALARMS_ARN,
+                HOOK_REPORTS_ARN,
+            )
+            assert resource in allowed or "*" not in resource, (source, statement)
     for role in resources_of(default, "AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role, "AWS managed policies grant on every resource"
 
@@ -199,7 +214,7 @@ def _iam_action(call: str) -> str:
 
 def test_the_route_and_the_workers_share_one_worker_queue_prefix(default: Any) -> None:
     """The prefix the code checks, the one IAM allows, and the one workers are told agree."""
-    env = one(default, "AWS::Lambda::Function")[1]["Environment"]["Variables"]
+    env = stop_function(default)[1]["Environment"]["Variables"]
     assert env["WORKER_QUEUE_PREFIX"] == WORKER_QUEUE_PREFIX
     assert default["Outputs"]["WorkerQueuePrefix"]["Value"] == WORKER_QUEUE_PREFIX
     send = function_role_statements(default)["SendCancel"]
@@ -355,15 +370,17 @@ def test_only_the_stop_route_exists_and_it_reaches_the_alias(default: Any) -> No
     assert permission["SourceArn"].endswith("${StopApi}/*/POST/api/conversations/*/stop")
 
 
-def test_throttling_defaults_to_openhands_rate_and_is_a_parameter(
+def test_throttling_defaults_to_a_fleet_wide_stop_and_is_a_parameter(
     transformed: dict[str, Any], default: Any
 ) -> None:
+    """10,000 agents stopped in under a minute at the default rate."""
     _, stage = one(default, "AWS::ApiGatewayV2::Stage")
     assert stage["StageName"] == "$default"
     assert stage["DefaultRouteSettings"] == {
-        "ThrottlingRateLimit": "10",
-        "ThrottlingBurstLimit": "20",
+        "ThrottlingRateLimit": "200",
+        "ThrottlingBurstLimit": "400",
     }
+    assert 10_000 / int(stage["DefaultRouteSettings"]["ThrottlingRateLimit"]) < 60
     raised = evaluate(
         transformed, {"ApiThrottlingRateLimit": "50", "ApiThrottlingBurstLimit": "100"}
     )
@@ -413,9 +430,11 @@ ALARMED = {
 
 def test_alarms_watch_errors_throttles_api_5xx_and_the_dead_letter_queue(default: Any) -> None:
     alarms = resources_of(default, "AWS::CloudWatch::Alarm")
-    assert {(a["Namespace"], a["MetricName"]) for a in alarms.values()} == ALARMED
-    by_metric = {a["MetricName"]: a for a in alarms.values()}
-    function_name = one(default, "AWS::Lambda::Function")[0]
+    single = {name: a for name, a in alarms.items() if "Metrics" not in a}
+    assert {(a["Namespace"], a["MetricName"]) for a in single.values()} == ALARMED
+    assert set(alarms) - set(single) == {"ApiClientErrorAlarm"}  # metric math: 4xx - 401
+    by_metric = {a["MetricName"]: a for a in single.values()}
+    function_name = stop_function(default)[0]
     assert by_metric["Errors"]["Dimensions"] == [
         {"Name": "FunctionName", "Value": "${" + function_name + "}"}
     ]
@@ -445,7 +464,7 @@ def test_alarms_notify_the_chosen_topic_or_email(
 ) -> None:
     deployed = evaluate(transformed, parameters)
     alarms = resources_of(deployed, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == len(ALARMED)
+    assert len(alarms) == len(ALARMED) + 1  # and the client-error alarm
     for alarm in alarms.values():
         assert alarm["AlarmActions"] == actions
         assert alarm["OKActions"] == actions
