@@ -145,8 +145,8 @@ reliability: install ## faults, races, hostile input, key, a 10,000-stop load: w
 reliability-fast: install ## the part pytest does not run: a bounded 500-stop load; table to stdout
 	$(BIN)/python -m local.reliability --fast --load-only
 
-fleet: install ## 8 workers, 400 conversations stopped and restarted, one SIGKILL: docs/reliability.md's fleet section
-	$(BIN)/python -m local.fleet --output docs/reliability.md
+fleet: install ## 8 workers, 400 conversations, a SIGKILL, a hang, skewed clocks: docs/reliability.md and docs/performance.md
+	$(BIN)/python -m local.fleet --output docs/reliability.md --costs docs/performance.md
 
 # BENCH_ARGS: e.g. --runs 3 --update-docs (docs/performance.md), or --python dev (this venv's 3.11).
 bench: install runtime-python ## our function against two peers on the Lambda runtime's CPython 3.13

@@ -7,7 +7,15 @@ It reads commands on stdin, one a line, and answers each on stdout as one JSON o
     start <conversation_id> <token>   register, then start a silent agent loop
                                       -> {"reply": token, "ok": true, "run_id": ...}
                                       or {"reply": token, "ok": false, "error": ...}
-    quit                              (or end of input) a clean shutdown: the worker closes
+    stats <token>                     -> {"reply": token, "ok": true, "aws": {...}}: the
+                                      worker's AWS requests so far, by kind
+    hang <seconds>                    block the event loop (``time.sleep`` on its thread):
+                                      a hung worker; ``host_hang_begin``/``_end`` lines
+    quit                              (or end of input) a clean shutdown: the worker closes;
+                                      ``host_closed`` carries the requests and seconds
+
+``FLEET_CLOCK_OFFSET_SECONDS`` (read here only) sets the worker's wall clock that many
+seconds off (``Clock.skewed``): its decisions must not depend on it.
 
 The agent loop does nothing until it is cancelled, then returns. The host writes a
 ``loop_started`` and a ``loop_ended`` line (stdout, with the run id) for each loop, so the
@@ -19,12 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from openhands_stop.aws.clients import _session
 from openhands_stop.worker import AgentLoop, ClaimRejected, Worker, WorkerSettings
+from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import configure_json_logging
+
+from local.fleet_costs import RequestCounter
+from local.fleet_faults import CLOCK_OFFSET_VARIABLE
 
 
 def emit(**fields: Any) -> None:
@@ -75,8 +90,19 @@ async def serve() -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     pending: set[asyncio.Task[None]] = set()
-    async with Worker(WorkerSettings.from_environment()) as worker:
-        emit(event="host_ready", cancel_queue_url=worker.cancel_queue_url)
+    counter = RequestCounter()
+    counter.install(_session())  # before the worker makes its clients
+    offset = float(os.environ.get(CLOCK_OFFSET_VARIABLE) or 0)
+    clock = Clock.skewed(offset) if offset else Clock()
+    opened = time.monotonic()
+    async with Worker(WorkerSettings.from_environment(), clock=clock) as worker:
+        counter.own_instance = lambda: worker.instance
+        emit(
+            event="host_ready",
+            cancel_queue_url=worker.cancel_queue_url,
+            instance=worker.instance,
+            clock_offset_seconds=offset,
+        )
         while line := (await reader.readline()).decode():
             words = line.split()
             if words == ["quit"]:
@@ -85,11 +111,17 @@ async def serve() -> None:
                 task = asyncio.create_task(start(worker, words[1], words[2]))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+            elif len(words) == 2 and words[0] == "stats":
+                emit(reply=words[1], ok=True, aws=counter.snapshot())
+            elif len(words) == 2 and words[0] == "hang":
+                emit(event="host_hang_begin", seconds=float(words[1]))
+                time.sleep(float(words[1]))
+                emit(event="host_hang_end")
             else:
                 emit(event="host_unknown_command", line=line.rstrip())
         if pending:
             await asyncio.wait(pending)
-    emit(event="host_closed")
+    emit(event="host_closed", aws=counter.snapshot(), seconds=round(time.monotonic() - opened, 3))
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """`make fleet`, small: worker processes, the route over HTTP, moto's server, one SIGKILL.
 
-The run is the harness of ``make fleet`` (local/fleet.py) at the size ``SMALL``: 3 workers,
-20 conversations, each started and stopped twice, one worker killed partway. Only counts are
-asserted here, never times.
+The run is the harness of ``make fleet`` (local/fleet.py) at the size ``SMALL``: 4 workers,
+two of them with their wall clocks 15 minutes ahead and behind, 24 conversations, each
+started and stopped twice, one worker killed partway and another hung past the orphan age.
+Only counts are asserted here, never times.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ def fleet() -> FleetResult:
 @pytest.mark.slow
 def test_every_stop_is_answered_and_every_targeted_run_is_stopped(fleet: FleetResult) -> None:
     assert fleet.completed, fleet.failures
-    planned = SMALL.conversations * SMALL.cycles + fleet.stops_repeated + fleet.shutdown_stops
+    planned = (
+        SMALL.conversations * SMALL.cycles
+        + fleet.extra_cycles
+        + fleet.stops_repeated
+        + fleet.shutdown_stops
+    )
     assert fleet.stops_sent == planned
     assert fleet.stops_answered == fleet.stops_sent
     assert fleet.starts_failed == 0, fleet.start_errors
@@ -68,15 +74,13 @@ def test_a_stop_as_the_workers_shut_down_still_marks_the_row(fleet: FleetResult)
 
 
 @pytest.mark.slow
-def test_the_killed_workers_queue_is_swept_and_a_clean_shutdown_leaves_none(
+def test_the_killed_workers_queue_is_deleted_and_a_clean_shutdown_leaves_none(
     fleet: FleetResult,
 ) -> None:
     assert fleet.killed
     assert fleet.killed_queue_removed is True
-    # Stops for its runs sent after its queue was deleted: a peer released those runs first
-    # (rows STOPPED, worker_lost), so each is answered, and no cancel is left for them.
-    assert fleet.stops_to_swept_queue_answered == fleet.stops_to_swept_queue
-    assert fleet.stack_queue_left == 0
+    # Stops for its runs sent after the release: "not running", answered 200.
+    assert fleet.stops_after_release_answered == fleet.stops_after_release
     assert fleet.queues_left == []
     assert fleet.clean_shutdowns == SMALL.workers - 1
     assert fleet.clean_exits == fleet.clean_shutdowns
@@ -84,6 +88,40 @@ def test_the_killed_workers_queue_is_swept_and_a_clean_shutdown_leaves_none(
     assert fleet.route_errors == 0
     # The one warning the route has reason for here: a claim naming the swept queue.
     assert set(fleet.route_warnings) <= {"cancel_queue_missing"}
+
+
+@pytest.mark.slow
+def test_the_killed_workers_runs_are_released_and_started_again_on_a_peer(
+    fleet: FleetResult,
+) -> None:
+    assert fleet.released_after_s is not None  # no row names its instance, its queue is gone
+    assert fleet.released_runs > 0
+    assert set(fleet.victim_rows_via) <= {"worker_lost", "queue", "backstop"}
+    assert fleet.restart_needed > 0
+    assert fleet.restarted_on_peer == fleet.restart_needed
+
+
+@pytest.mark.slow
+def test_no_live_worker_is_declared_dead_whatever_its_clock(fleet: FleetResult) -> None:
+    assert fleet.skewed_hosts == {"0": SMALL.skew_seconds, "1": -SMALL.skew_seconds}
+    assert fleet.live_workers_declared == []
+    assert fleet.live_queues_deleted == 0
+    assert fleet.live_runs_released == 0
+
+
+@pytest.mark.slow
+def test_the_hung_worker_learns_it_was_declared_dead_and_stops_via_its_new_queue(
+    fleet: FleetResult,
+) -> None:
+    assert fleet.hung
+    assert fleet.hung_declared
+    assert fleet.hung_rejoined_by == "worker_rejoined"
+    # What it held across the hang ended (released: its loops halted when it learnt so).
+    assert fleet.hung_runs_never == 0
+    assert fleet.hung_rows_wrong == 0
+    # What it claimed afterwards, under its new instance, is stopped via its new queue.
+    assert fleet.after_hang_via.get("queue", 0) > 0
+    assert set(fleet.after_hang_via) <= {"queue", "backstop"}
 
 
 @pytest.mark.slow

@@ -151,25 +151,35 @@ class Liveness:
         async with self._lock:
             if self.instance != instance:
                 return False  # joined again meanwhile
-            ended = await self._runs.end_all(RunEnd.WORKER_LOST)
-            log(
-                logging.WARNING,
-                "worker_declared_dead",
-                worker_instance=instance,
-                runs_halted=len(ended),
-            )
-            await self._join("worker_rejoined")
+            await self._declared_dead(instance)
         return False
 
-    async def queue_missing(self) -> None:
-        """Our queue is gone while we live (deleted by hand, or by a peer after a hang):
-        a new instance and queue, and every run held here moved to them on its row."""
+    async def _declared_dead(self, instance: str) -> None:
+        """Peers declared this instance dead (and released its runs): halt them, join again.
+        Called with the lock held."""
+        ended = await self._runs.end_all(RunEnd.WORKER_LOST)
+        log(
+            logging.WARNING,
+            "worker_declared_dead",
+            worker_instance=instance,
+            runs_halted=len(ended),
+        )
+        await self._join("worker_rejoined")
+
+    async def queue_missing(self, missing_url: str) -> None:
+        """Our queue ``missing_url`` is gone while we live (deleted by hand, or by a peer
+        after a hang): a new instance and queue, and every run held here moved to them on
+        its row. If peers had declared this instance dead (the queue went with it), its runs
+        were released: they are halted instead, as at a refused beat."""
         if self._queues is None:
             return
         async with self._lock:
             old_instance, old_url = self.instance, self.queue_url
-            if self._inbox is not None and self._inbox.queue_url != old_url:
-                return  # made again already
+            if old_url != missing_url:
+                return  # made again already (a rejoin, say, while this waited for the lock)
+            if not await asyncio.to_thread(self._roster.beat, old_instance):
+                await self._declared_dead(old_instance)
+                return
             await self._join("worker_queue_recreated")
             moved = 0
             for run in self._runs.active():

@@ -46,7 +46,7 @@ class InboxPoller:
         shutdown_grace_seconds: float,
         set_aside: Callable[[ReceivedMessage], None] | None = None,
         route: Route | None = None,
-        queue_missing: Callable[[], Awaitable[None]] | None = None,
+        queue_missing: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.inbox = inbox
         self._runs = runs
@@ -62,13 +62,14 @@ class InboxPoller:
     async def poll_once(self, wait_seconds: int | None = None) -> list[Outcome]:
         """Receive once and handle every message received; what ``serve`` repeats."""
         wait = self._wait_time_seconds if wait_seconds is None else wait_seconds
+        polled = self.inbox.queue_url
         try:
             messages = await asyncio.to_thread(self.inbox.receive, wait)
         except DependencyFailure as failure:
             if not (is_missing_queue(failure) and self._queue_missing is not None):
                 raise
-            log(logging.WARNING, "own_queue_missing", queue_url=self.inbox.queue_url)
-            await self._queue_missing()
+            log(logging.WARNING, "own_queue_missing", queue_url=polled)
+            await self._queue_missing(polled)
             return []
         return list(await asyncio.gather(*(self.handle(message) for message in messages)))
 
@@ -154,6 +155,7 @@ class InboxPoller:
         backoff = 0.0
         try:
             while not self._closing.is_set():
+                polled = self.inbox.queue_url  # the queue found missing, if it is
                 receiving = _in_daemon_thread(
                     lambda: self.receive_unless_closing(self._wait_time_seconds)
                 )
@@ -169,9 +171,9 @@ class InboxPoller:
                     messages = receiving.result()
                 except DependencyFailure as failure:
                     if is_missing_queue(failure) and self._queue_missing is not None:
-                        log(logging.WARNING, "own_queue_missing", queue_url=self.inbox.queue_url)
+                        log(logging.WARNING, "own_queue_missing", queue_url=polled)
                         with contextlib.suppress(DependencyFailure):
-                            await self._queue_missing()
+                            await self._queue_missing(polled)
                             continue
                     backoff = min(max(backoff * 2, 0.5), _POLL_BACKOFF_MAX_SECONDS)
                     log(
