@@ -125,3 +125,33 @@ def test_the_layer_size_is_recorded_and_well_within_lambda_limits(
     # Lambda allows 250 MB unzipped for function and layers together; stay far below it.
     assert unzipped < 50 * 2**20
     assert zipped < 15 * 2**20
+
+
+def test_the_pre_traffic_hook_artifact_is_its_module_alone(build_dir: Path) -> None:
+    """The hook uses the runtime's boto3: no layer, no dependencies of its own."""
+    artifact = build_dir / "PreTrafficHookFunction"
+    files = {str(p.relative_to(artifact)) for p in artifact.rglob("*") if p.is_file()}
+    assert files == {"app.py", "__pycache__/app.cpython-313.pyc"}
+
+
+def test_make_sam_local_uses_the_build_output(build_dir: Path, tmp_path: Path) -> None:
+    """The local template sits beside the built one, so its code paths resolve the same."""
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "sam-local",
+            f"SAM_BUILD_DIR={build_dir}",
+            f"SAM_LOCAL_ENV={tmp_path / 'env.json'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    local = json.loads((build_dir / "template-sam-local.yaml").read_text())
+    function = local["Resources"]["StopConversationFunction"]["Properties"]
+    assert (build_dir / function["CodeUri"] / "app.py").is_file()
+    assert "AWS_ENDPOINT_URL" in function["Environment"]["Variables"]
