@@ -12,6 +12,7 @@ from datetime import timedelta
 from openhands_stop.aws.cancel_queue import CancelDestinations, SqsCancelQueue
 from openhands_stop.aws.clients import dynamodb_client, secretsmanager_client, sqs_client
 from openhands_stop.aws.conversation_table import DynamoConversationTable
+from openhands_stop.aws.run_ends import DynamoRunEnds
 from openhands_stop.aws.session_key import SecretsManagerKeySource
 from openhands_stop.edge import observability
 from openhands_stop.edge.service import StopService
@@ -29,9 +30,10 @@ def build_service(settings: Settings) -> StopService:
         max_stale_seconds=settings.key_max_stale_seconds,
         previous_grace=timedelta(seconds=settings.previous_key_grace_seconds),
     )
+    dynamodb = dynamodb_client()
     return StopService(
         verifier=verifier,
-        table=DynamoConversationTable(dynamodb_client(), settings.table_name),
+        table=DynamoConversationTable(dynamodb, settings.table_name),
         cancels=SqsCancelQueue(
             sqs_client(),
             CancelDestinations(
@@ -40,4 +42,8 @@ def build_service(settings: Settings) -> StopService:
         ),
         resend_window=settings.cancel_resend_window,
         retry_after_seconds=settings.retry_after_seconds,
+        run_ends=DynamoRunEnds(dynamodb, settings.table_name)
+        if settings.stop_wait_seconds > 0
+        else None,
+        stop_wait_seconds=settings.stop_wait_seconds,
     )

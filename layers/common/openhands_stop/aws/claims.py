@@ -39,8 +39,8 @@ _log = logging.getLogger("openhands_stop.rows")
 
 _RUN_FIELDS = (
     "run_id, worker_id, worker_instance, cancel_queue_url, claimed_at, stop_id, "
-    "stop_request_id, stopped_at, stopped_from, stopped_version, loop_stopped_at, "
-    "loop_stopped_via"
+    "stop_request_id, stopped_at, stopped_from, stopped_version, stop_source_ip, "
+    "stop_user_agent, stop_reason, loop_stopped_at, loop_stopped_via"
 )
 
 RUNS_BY_WORKER_INDEX = "runs-by-worker"

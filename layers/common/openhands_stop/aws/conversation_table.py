@@ -33,7 +33,8 @@ _MARK_STOPPED: dict[str, Any] = {
     "UpdateExpression": (
         "SET #status = :stopped, stopped_from = #status, "
         "stopped_version = if_not_exists(version, :zero), "
-        "stop_id = :stop_id, stop_request_id = :request_id, "
+        "stop_id = :stop_id, stop_request_id = :request_id, stop_source_ip = :source_ip, "
+        "stop_user_agent = :user_agent, stop_reason = :reason, "
         "stopped_at = :now, updated_at = :now ADD version :one"
     ),
     # A missing row has no status, so unknown conversations fail the condition too:
@@ -66,6 +67,9 @@ class DynamoConversationTable:
                 ":now": {"S": timestamp(stop.requested_at)},
                 ":one": {"N": "1"},
                 ":zero": {"N": "0"},
+                ":source_ip": _optional(stop.source_ip),
+                ":user_agent": _optional(stop.user_agent),
+                ":reason": _optional(stop.reason),
             },
             _MARK_STOPPED,
         )
@@ -74,6 +78,10 @@ class DynamoConversationTable:
             # SDK's retry): this request did stop it (tests/reliability/test_ambiguous_writes.py).
             return StopTransition(stopped_now=True, record=_as_before_stop(record))
         return StopTransition(stopped_now=stopped_now, record=record)
+
+
+def _optional(text: str | None) -> dict[str, Any]:
+    return {"S": text} if text else {"NULL": True}
 
 
 def _stopped_by(record: ConversationRecord, stop_id: str) -> bool:
@@ -96,6 +104,9 @@ def _as_before_stop(record: ConversationRecord) -> ConversationRecord:
         stopped_at=None,
         stopped_from=None,
         stopped_version=None,
+        stop_source_ip=None,
+        stop_user_agent=None,
+        stop_reason=None,
     )
 
 
@@ -178,6 +189,9 @@ _STRING_FIELDS = (
     "cancel_queue_url",
     "stop_id",
     "stop_request_id",
+    "stop_source_ip",
+    "stop_user_agent",
+    "stop_reason",
 )
 _MOMENT_FIELDS = ("claimed_at", "stopped_at", "loop_stopped_at")
 _RUN_ENDS = frozenset(end.value for end in RunEnd)
@@ -242,6 +256,9 @@ def record_from_item(item: dict[str, Any] | None) -> ConversationRecord | None:
         stopped_at=moments["stopped_at"],
         stopped_from=ConversationStatus(stopped_from) if stopped_from is not None else None,
         stopped_version=integers["stopped_version"],
+        stop_source_ip=strings["stop_source_ip"],
+        stop_user_agent=strings["stop_user_agent"],
+        stop_reason=strings["stop_reason"],
         loop_stopped_at=moments["loop_stopped_at"],
         loop_stopped_via=RunEnd(via) if via is not None else None,
         version=integers["version"],

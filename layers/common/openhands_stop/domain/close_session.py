@@ -20,11 +20,15 @@ NOT_RUNNING_MESSAGE = "Conversation was not running"
 
 @dataclass(frozen=True)
 class StopResult:
-    """What a stop did: ``previous_status`` is set only when this call stopped the loop."""
+    """What a stop did: ``previous_status`` is set only when this call recorded the stop (and
+    sent its cancel); ``run_id`` and ``worker_instance`` name the run it stopped and the
+    worker holding it, when there was one (what a confirmed stop waits for)."""
 
     conversation_id: str
     previous_status: ConversationStatus | None
     cancel_sent: bool
+    run_id: str | None = None
+    worker_instance: str | None = None
 
     def response(self) -> ConversationResponse:
         if self.previous_status is None:
@@ -68,7 +72,13 @@ def close_session(
     if transition.stopped_now and record is not None:
         cancel = CancelMessage.for_stop(conversation_id, stop, record)
         cancels.send(cancel, record.cancel_queue_url)
-        return StopResult(conversation_id, previous_status=record.status, cancel_sent=True)
+        return StopResult(
+            conversation_id,
+            previous_status=record.status,
+            cancel_sent=True,
+            run_id=record.run_id,
+            worker_instance=record.worker_instance,
+        )
     if record is not None and _stopped_recently(record, stop.requested_at, resend_window):
         cancels.send(_recorded_cancel(record), record.cancel_queue_url)
         return StopResult(conversation_id, previous_status=None, cancel_sent=True)
@@ -95,4 +105,7 @@ def _recorded_cancel(record: ConversationRecord) -> CancelMessage:
         requested_at=record.stopped_at,
         run_id=record.run_id,
         row_version=record.stopped_version,
+        source_ip=record.stop_source_ip,
+        user_agent=record.stop_user_agent,
+        reason=record.stop_reason,
     )

@@ -12,8 +12,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 """What a conversation id may be: path characters, dots and unicode never reach AWS."""
 
-CANCEL_SCHEMA_VERSION = 3
-"""2 added ``run_id``, 3 ``row_version``; a worker still reads 1 and 2 (``Run.targeted_by``)."""
+CANCEL_SCHEMA_VERSION = 4
+"""2 added ``run_id``, 3 ``row_version``, 4 who asked (``source_ip``, ``user_agent``,
+``reason``); a worker still reads 1 to 3 (``Run.targeted_by``)."""
 
 
 # The statuses of OpenHands 0.53, the version the route's OpenAPI document describes.
@@ -46,6 +47,12 @@ class StopRequest:
     stop_id: str
     request_id: str
     requested_at: datetime
+    # Who asked, for the audit trail (the row and the cancel): the caller's address and user
+    # agent as API Gateway saw them, and the reason it gave (``X-Stop-Reason``), each already
+    # made printable and bounded by the route. Never the key, nor anything derived from it.
+    source_ip: str | None = None
+    user_agent: str | None = None
+    reason: str | None = None
 
 
 class RunEnd(StrEnum):
@@ -85,6 +92,9 @@ class ConversationRecord:
     stopped_at: datetime | None = None
     stopped_from: ConversationStatus | None = None
     stopped_version: int | None = None
+    stop_source_ip: str | None = None
+    stop_user_agent: str | None = None
+    stop_reason: str | None = None
     loop_stopped_at: datetime | None = None
     loop_stopped_via: RunEnd | None = None
     version: int | None = None
@@ -111,6 +121,9 @@ class CancelMessage(BaseModel):
     requested_at: AwareDatetime
     run_id: str | None = None
     row_version: int | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    reason: str | None = None
 
     @classmethod
     def for_stop(
@@ -125,6 +138,9 @@ class CancelMessage(BaseModel):
             run_id=record.run_id,
             # A row without a version is version 0, as the stop's write keeps it.
             row_version=record.version if record.version is not None else 0,
+            source_ip=stop.source_ip,
+            user_agent=stop.user_agent,
+            reason=stop.reason,
         )
 
 

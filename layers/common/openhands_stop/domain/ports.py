@@ -27,6 +27,26 @@ class ConversationTable(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class RunEndView:
+    """What a confirmed stop reads of a row: its run, and how that run's loop ended."""
+
+    run_id: str | None
+    loop_stopped_via: RunEnd | None
+
+
+class RunEnds(Protocol):
+    """The reads a confirmed stop makes (strongly consistent ``GetItem``s, nothing else)."""
+
+    def run_end(self, conversation_id: str) -> RunEndView | None:
+        """The row's run and recorded end; ``None`` when there is no row."""
+        ...
+
+    def worker_gone(self, worker_instance: str) -> bool:
+        """Whether peers declared that worker dead (or its liveness item is gone)."""
+        ...
+
+
 class CancelQueue(Protocol):
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
         """Put ``message`` on ``queue_url``, or on the default queue when it is ``None``."""

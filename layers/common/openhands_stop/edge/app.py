@@ -6,6 +6,8 @@ new route goes here, under /api (so the guard covers it), next to ``stop_convers
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
@@ -19,15 +21,23 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from openhands_stop.domain import ConversationResponse, DependencyFailure
+from openhands_stop.domain.confirmation import Confirmation
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge import observability
 from openhands_stop.edge.headers import NoCacheHeaders
 from openhands_stop.edge.key_guard import SESSION_KEY_HEADER, SessionKeyGuard
-from openhands_stop.edge.service import StopService
+from openhands_stop.edge.service import Requester, StopService
 
 logger = Logger(service=observability.SERVICE)
 
 FAILED_MESSAGE = "Failed to stop conversation"
+CONFIRMATION_HEADER = "X-Stop-Confirmation"
+"""What a 200 says of the loop: confirmed, unconfirmed, worker-lost, not-waited or no-run."""
+CONFIRMED_MS_HEADER = "X-Stop-Confirmed-Ms"
+"""Milliseconds from the request to the worker's record of the loop's end (confirmed only)."""
+REASON_HEADER = "X-Stop-Reason"
+REASON_MAX = 200
+USER_AGENT_MAX = 256
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
 
 SESSION_KEY_SCHEME_NAME = "APIKeyHeader"
@@ -62,6 +72,26 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
+
+
+def _requester(request: Request) -> Requester:
+    """Who asked, for the audit trail: the address API Gateway saw (Mangum's ``client``),
+    the user agent, and the optional reason, each printable and bounded."""
+    client = request.client
+    return Requester(
+        source_ip=_printable(client.host if client else None, 64),
+        user_agent=_printable(request.headers.get("user-agent"), USER_AGENT_MAX),
+        reason=_printable(request.headers.get(REASON_HEADER), REASON_MAX),
+    )
+
+
+def _printable(text: str | None, limit: int) -> str | None:
+    """``text`` with anything unprintable (newlines, controls) replaced, cut to ``limit``;
+    ``None`` when nothing is left. It reaches the row, the cancel and the log as data."""
+    if not text:
+        return None
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit]).strip()
+    return cleaned or None
 
 
 def _request_ids(scope: Scope) -> tuple[str, str | None]:
@@ -142,17 +172,27 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
         This endpoint calls the conversation_manager's close_session method
         to stop a conversation.
         """
+        started = time.monotonic()
         request_id, lambda_request_id = _request_ids(request.scope)
+        requester = _requester(request)
         try:
-            result = service.stop(conversation_id, request_id)
+            result = service.stop(conversation_id, request_id, requester)
+            confirmation = await service.confirm(result, started)
         except DependencyFailure as failure:
             ids = (request_id, lambda_request_id)
             return _failure(conversation_id, failure, ids, service.retry_after_seconds)
         except Exception:  # every other fault still answers, without its text
             logger.exception("stop failed", conversation_id=conversation_id, request_id=request_id)
             return _error_response(conversation_id, 500)
-        observability.record_stop(result, request_id, lambda_request_id)
-        return Response(result.response().model_dump_json(), media_type="application/json")
+        observability.record_stop(result, request_id, lambda_request_id, confirmation, requester)
+        if confirmation.outcome is Confirmation.WORKER_LOST:
+            # Its worker is dead: as OpenHands answers for a session that no longer runs.
+            result = replace(result, previous_status=None)
+        response = Response(result.response().model_dump_json(), media_type="application/json")
+        response.headers[CONFIRMATION_HEADER] = confirmation.outcome.value
+        if confirmation.outcome is Confirmation.CONFIRMED:
+            response.headers[CONFIRMED_MS_HEADER] = str(round(confirmation.waited_seconds * 1000))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: Exception) -> Response:

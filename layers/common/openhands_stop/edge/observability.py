@@ -26,10 +26,14 @@ import time
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openhands_stop.domain import DependencyFailure
 from openhands_stop.domain.close_session import StopResult
+from openhands_stop.domain.confirmation import Confirmation, StopConfirmation
+
+if TYPE_CHECKING:
+    from openhands_stop.edge.service import Requester
 
 SERVICE = "stop-conversation"
 """The service's name: the ``service`` of every line and the metrics' one dimension."""
@@ -47,6 +51,9 @@ class Metric(StrEnum):
     CANCEL_RESENT = "CancelResent"
     UNAUTHORIZED = "Unauthorized"
     DEPENDENCY_FAILURE = "DependencyFailure"
+    STOP_CONFIRMED = "StopConfirmed"
+    STOP_UNCONFIRMED = "StopUnconfirmed"
+    STOP_WORKER_LOST = "StopWorkerLost"
 
 
 _STOPPED = (Metric.CONVERSATION_STOPPED,)
@@ -68,14 +75,38 @@ def configure(service: str, namespace: str) -> None:
     _identity["namespace"] = namespace
 
 
-def record_stop(result: StopResult, request_id: str, lambda_request_id: str | None) -> None:
-    """A stop answered 200: the loop was stopped now, or was not running (and maybe the
-    recorded stop's cancel was sent again because the stop was retried)."""
+_CONFIRMATION_METRICS: dict[Confirmation, tuple[Metric, ...]] = {
+    Confirmation.CONFIRMED: (Metric.CONVERSATION_STOPPED, Metric.STOP_CONFIRMED),
+    Confirmation.UNCONFIRMED: (Metric.CONVERSATION_STOPPED, Metric.STOP_UNCONFIRMED),
+    Confirmation.WORKER_LOST: (Metric.CONVERSATION_STOPPED, Metric.STOP_WORKER_LOST),
+}
+
+
+def record_stop(
+    result: StopResult,
+    request_id: str,
+    lambda_request_id: str | None,
+    confirmation: StopConfirmation | None = None,
+    requester: Requester | None = None,
+) -> None:
+    """A stop answered 200: the loop was stopped now (confirmed or not, with a wait), or was
+    not running (and maybe the recorded stop's cancel was sent again because the stop was
+    retried). Who asked is on the line too: address, user agent, reason; never the key."""
     metrics: tuple[Metric, ...]
+    outcome_of_wait = confirmation.outcome if confirmation else Confirmation.NOT_WAITED
     if result.previous_status is not None:
-        metrics, outcome = _STOPPED, "stopped"
+        metrics, outcome = _CONFIRMATION_METRICS.get(outcome_of_wait, _STOPPED), "stopped"
     else:
         metrics, outcome = (_RESENT if result.cancel_sent else _NOT_RUNNING), "not_running"
+    fields: dict[str, object] = {}
+    if confirmation is not None and confirmation.reads:
+        fields["confirmation_ms"] = round(confirmation.waited_seconds * 1000, 1)
+        fields["confirmation_reads"] = confirmation.reads
+        fields["loop_stopped_via"] = confirmation.loop_stopped_via
+    if requester is not None:
+        fields["source_ip"] = requester.source_ip
+        fields["user_agent"] = requester.user_agent
+        fields["reason"] = requester.reason
     _write(
         "INFO",
         "stop",
@@ -86,6 +117,8 @@ def record_stop(result: StopResult, request_id: str, lambda_request_id: str | No
         outcome=outcome,
         previous_status=result.previous_status,
         cancel_sent=result.cancel_sent,
+        confirmation=outcome_of_wait,
+        **fields,
     )
 
 

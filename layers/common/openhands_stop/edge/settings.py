@@ -29,6 +29,11 @@ class Settings(StackResources):
         alias="CANCEL_RESEND_WINDOW_SECONDS", default=120, ge=0
     )
     retry_after_seconds: int = Field(alias="RETRY_AFTER_SECONDS", default=1, ge=1)
+    # A confirmed stop (the stack's StopWaitSeconds): a stop of a running conversation
+    # answers once its worker recorded the loop's end, or after this long; 0 answers at once.
+    stop_wait_seconds: float = Field(
+        alias="STOP_WAIT_SECONDS", default=0, ge=0, le=10, allow_inf_nan=False
+    )
     # Read once at init, by Powertools' names for them (template.yaml sets both).
     service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME", default=SERVICE, min_length=1)
     metrics_namespace: str = Field(
