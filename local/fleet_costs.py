@@ -93,7 +93,7 @@ def _label(  # noqa: PLR0911
             ):
                 if marker in values:
                     return f"{kind} {purpose}"
-            if ":starting" in values:
+            if "registered_at" in str(params.get("UpdateExpression", "")):
                 return f"{kind} register"
             return f"{kind} row"
         return kind
@@ -300,7 +300,7 @@ def stop_requests(costs: Costs) -> dict[str, float]:
             "sqs.DeleteMessage stack", 0
         )
         per_stop["worker: sqs.ReceiveMessage (the one that carried it)"] = 1.0
-        per_stop["worker: sqs.DeleteMessage"] = deletes / costs.runs
+        per_stop["worker: sqs.DeleteMessage"] = deletes / max(costs.stops, 1)
         per_stop["worker: dynamodb.UpdateItem run_ended"] = (
             requests.get("dynamodb.UpdateItem run_ended", 0) / costs.runs
         )

@@ -141,7 +141,7 @@ class Faults:
                     victim.queue_url and await self._queue_exists(victim.queue_url)
                 )
             ended: Counter[str] = Counter()
-            for run in self.runs.values():
+            for run in list(self.runs.values()):
                 if run.host != victim.index or self.claimed_instance.get(run.run_id) != instance:
                     continue
                 if run.stopped is not None and run.ended is not None:

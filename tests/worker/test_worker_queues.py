@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from openhands_stop.aws.clients import long_poll_sqs_client
 from openhands_stop.aws.worker_queues import WorkerQueues
+from openhands_stop.aws.worker_roster import DynamoWorkerRoster
 from openhands_stop.edge.service import StopService
 from openhands_stop.worker import Outcome, Worker
 
@@ -157,6 +158,35 @@ async def test_a_queue_deleted_under_a_live_worker_is_made_again_and_its_runs_fo
         assert record is not None
         assert record["cancel_queue_url"] == second
         assert record["loop_stopped_via"] == "queue"
+
+
+@pytest.mark.anyio
+async def test_a_queue_deleted_with_its_instance_declared_dead_halts_its_runs_and_rejoins_once(
+    stack: Stack, make_worker: WorkerFactory
+) -> None:
+    # After a hang: a peer declared the instance dead, released its runs and deleted its
+    # queue. Whether the poller (NonExistentQueue) or the beat notices first, the runs are
+    # halted as released, and the worker joins again once (make fleet's hung worker).
+    seed(stack, {"held": "STARTING"})
+    worker = fleet_worker(make_worker, stack)
+    roster = DynamoWorkerRoster(stack.client("dynamodb"), stack.table_name)
+
+    await worker.open()
+    first, instance = worker.cancel_queue_url, worker.instance
+    held = await worker.start("held", Agent())
+    member = roster.member(instance)
+    assert member is not None
+    assert roster.declare_dead(instance, observed_beat=member.beat, judge="peer")
+    stack.client("sqs").delete_queue(QueueUrl=first)
+    assert await worker.poll_once(0) == []  # NonExistentQueue: it learns it was declared
+    second = worker.cancel_queue_url
+    await worker._liveness.queue_missing(first)  # a second notice of the same queue
+    third = worker.cancel_queue_url
+    await worker.aclose()
+
+    assert second != first
+    assert third == second  # joined again once, not twice
+    assert held.cancelled()  # halted: its run had been released
 
 
 @pytest.mark.anyio
