@@ -48,7 +48,7 @@ def test_a_live_conversation_is_stopped_with_one_write_and_one_cancel(
     [cancel] = drain_queue(stack)
     assert cancel["message_type"] == "close_session"
     assert cancel["sid"] == "conv-1"
-    assert cancel["schema_version"] == 3
+    assert cancel["schema_version"] == 4
     assert cancel["run_id"] is None  # never claimed: no run to name
     assert cancel["row_version"] == 0  # the row as the stop found it (seeded: no version)
     assert cancel["stop_id"] == record["stop_id"]

@@ -184,9 +184,21 @@ def test_the_function_gets_one_statement_per_need(default: Any) -> None:
             ["${FunctionLogGroup.Arn}"],
         ),
         "StopConversation": (["dynamodb:UpdateItem"], ["${ConversationsTable.Arn}"]),
+        # A confirmed stop (StopWaitSeconds above 0, the default) reads the row: GetItem only.
+        "ConfirmStop": (["dynamodb:GetItem"], ["${ConversationsTable.Arn}"]),
         "SendCancel": (["sqs:SendMessage"], ["${CancelQueue.Arn}", WORKER_QUEUES_ARN]),
         "ReadSessionKey": (["secretsmanager:GetSecretValue"], ["${SessionApiKeySecret}"]),
     }
+
+
+def test_without_the_wait_the_function_reads_nothing_and_has_no_unconfirmed_alarm(
+    transformed: dict[str, Any],
+) -> None:
+    no_wait = evaluate(transformed, {"StopWaitSeconds": "0"})
+    assert "ConfirmStop" not in function_role_statements(no_wait)
+    assert "StopUnconfirmedAlarm" not in resources_of(no_wait, "AWS::CloudWatch::Alarm")
+    env = stop_function(no_wait)[1]["Environment"]["Variables"]
+    assert env["STOP_WAIT_SECONDS"] == "0"
 
 
 def test_the_function_role_allows_every_aws_call_the_code_makes(
@@ -232,6 +244,7 @@ def test_tracing_adds_only_the_xray_write_statement(transformed: dict[str, Any])
     assert set(traced) == {
         "WriteLogs",
         "StopConversation",
+        "ConfirmStop",
         "SendCancel",
         "ReadSessionKey",
         "WriteTraces",
@@ -425,6 +438,7 @@ ALARMED = {
     ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
     ("OpenHands/StopConversation", "DependencyFailure"),
     ("OpenHands/StopConversation", "Unauthorized"),
+    ("OpenHands/StopConversation", "StopUnconfirmed"),
 }
 
 
