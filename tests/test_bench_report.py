@@ -186,3 +186,9 @@ def test_the_docs_have_the_confirmed_stops_section() -> None:
     text = DOCS.read_text("utf-8")
     assert text.count("<!-- bench-confirmed -->") == 1
     assert text.count("<!-- /bench-confirmed -->") == 1
+
+
+def test_the_confirmed_section_names_its_prices_in_full() -> None:
+    table = report.confirmed_table(_confirmed([60.0] * 10))
+    assert "$0.0000133334 per GB-second" in table
+    assert "as of 2025-06" in table
