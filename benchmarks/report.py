@@ -6,6 +6,7 @@ and verdicts. ``benchmarks.run`` measures and writes them.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -330,3 +331,244 @@ def import_breakdown(reports: list[dict[str, Any]], stdlib: set[str]) -> str:
 
 def _ms(value: float | None) -> str:
     return "-" if not value else f"{value:.1f}"
+
+
+# --- the confirmed stop (issue 19) --------------------------------------------------------
+
+CONFIRMED_SHARE = 1.0
+"""With the wait on and a healthy worker, every stop answered "confirmed"."""
+CONFIRMED_P99_ABOVE_MS = 300.0
+"""The wait's answer latency p99 at most this far above the wait-off answer's p99."""
+CONFIRMED_READS_P50 = 4
+"""Extra reads (GetItem) per stop with the wait on, at p50, at most."""
+
+
+def quantile(values: list[float], fraction: float) -> float:
+    """The nearest-rank quantile: of 100 values, p50 is the 50th smallest, p99 the 99th."""
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(fraction * len(ordered)) - 1)])
+
+
+def confirmed_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """A confirmed-stop run's samples (``benchmarks.confirmed.measure``) as figures."""
+    from local.fleet_costs import PRICES
+
+    by_wait = {wait: [s for s in result["samples"] if s["wait"] == wait] for wait in ("off", "on")}
+    figures: dict[str, Any] = {}
+    for wait, samples in by_wait.items():
+        if not samples:
+            raise ValueError(f"no stop with the wait {wait}")
+        ms = [float(s["ms"]) for s in samples]
+        reads = [float(s["reads"]) for s in samples]
+        figures[wait] = {
+            "stops": len(samples),
+            "p50_ms": quantile(ms, 0.5),
+            "p99_ms": quantile(ms, 0.99),
+            "mean_ms": statistics.fmean(ms),
+            "reads_p50": quantile(reads, 0.5),
+            "reads_p99": quantile(reads, 0.99),
+            "reads_mean": statistics.fmean(reads),
+            "confirmations": dict(sorted(_counts(s["confirmation"] for s in samples).items())),
+        }
+        confirmed_ms = [float(s["confirmed_ms"]) for s in samples if s["confirmed_ms"] is not None]
+        figures[wait]["confirmed"] = figures[wait]["confirmations"].get("confirmed", 0)
+        figures[wait]["confirmed_ms_p50"] = quantile(confirmed_ms, 0.5) if confirmed_ms else None
+        figures[wait]["confirmed_ms_p99"] = quantile(confirmed_ms, 0.99) if confirmed_ms else None
+    off, on = figures["off"], figures["on"]
+    extra_ms = on["mean_ms"] - off["mean_ms"]
+    gigabytes = result["memory_mb"] / 1024
+    figures["p50_above_ms"] = on["p50_ms"] - off["p50_ms"]
+    figures["p99_above_ms"] = on["p99_ms"] - off["p99_ms"]
+    figures["extra_ms_mean"] = extra_ms
+    figures["extra_reads_mean"] = on["reads_mean"] - off["reads_mean"]
+    figures["lambda_usd_per_million"] = (
+        max(extra_ms, 0.0) / 1000 * gigabytes * PRICES["lambda_arm64_gb_second"] * 1e6
+    )
+    figures["reads_usd_per_million"] = (
+        figures["extra_reads_mean"] * PRICES["dynamodb_read_unit"] * 1e6
+    )
+    return figures
+
+
+def _counts(values: Any) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for value in values:
+        counted[str(value)] = counted.get(str(value), 0) + 1
+    return counted
+
+
+def confirmed_verdicts(figures: dict[str, Any]) -> dict[str, bool]:
+    """Issue 19's targets for the wait: met or not, by label."""
+    on = figures["on"]
+    return {
+        f"{CONFIRMED_SHARE:.0%} confirmed": on["confirmed"] >= CONFIRMED_SHARE * on["stops"],
+        f"p99 under {CONFIRMED_P99_ABOVE_MS:g} ms above the unconfirmed answer": (
+            figures["p99_above_ms"] < CONFIRMED_P99_ABOVE_MS
+        ),
+        f"at most {CONFIRMED_READS_P50} extra reads per stop at p50": (
+            on["reads_p50"] - figures["off"]["reads_p50"] <= CONFIRMED_READS_P50
+        ),
+    }
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({part / whole:.0%})"
+
+
+def _optional_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def confirmed_table(result: dict[str, Any], *, alone: bool = False) -> str:
+    """The confirmed-stop section: wait off against wait on, with the targets' verdicts."""
+    from local.fleet_costs import PRICES, PRICES_AS_OF
+
+    f = confirmed_figures(result)
+    off, on = f["off"], f["on"]
+    met = confirmed_verdicts(f)
+    share, p99_label, reads_label = met
+    wait = f"{result['wait_seconds']:g}"
+    rows: list[tuple[str, ...]] = [
+        (
+            "answer latency p50 (ms)",
+            f"{off['p50_ms']:.1f}",
+            f"{on['p50_ms']:.1f}",
+            f"+{f['p50_above_ms']:.1f}",
+            "",
+            "",
+        ),
+        (
+            "answer latency p99 (ms)",
+            f"{off['p99_ms']:.1f}",
+            f"{on['p99_ms']:.1f}",
+            f"+{f['p99_above_ms']:.1f}",
+            f"< +{CONFIRMED_P99_ABOVE_MS:g} ms",
+            _met(met[p99_label]),
+        ),
+        (
+            "answer latency mean (ms)",
+            f"{off['mean_ms']:.1f}",
+            f"{on['mean_ms']:.1f}",
+            f"+{f['extra_ms_mean']:.1f}",
+            "",
+            "",
+        ),
+        (
+            "answered `X-Stop-Confirmation: confirmed`",
+            _share(off["confirmed"], off["stops"]),
+            _share(on["confirmed"], on["stops"]),
+            "",
+            f"{CONFIRMED_SHARE:.0%}",
+            _met(met[share]),
+        ),
+        (
+            "`X-Stop-Confirmation` values",
+            _values(off["confirmations"]),
+            _values(on["confirmations"]),
+            "",
+            "",
+            "",
+        ),
+        (
+            "request to confirmation, p50 / p99 (`X-Stop-Confirmed-Ms`, ms)",
+            f"{_optional_ms(off['confirmed_ms_p50'])} / {_optional_ms(off['confirmed_ms_p99'])}",
+            f"{_optional_ms(on['confirmed_ms_p50'])} / {_optional_ms(on['confirmed_ms_p99'])}",
+            "",
+            "",
+            "",
+        ),
+        (
+            "extra reads per stop, p50 (`confirmation_reads`)",
+            f"{off['reads_p50']:.0f}",
+            f"{on['reads_p50']:.0f}",
+            f"+{on['reads_p50'] - off['reads_p50']:.0f}",
+            f"<= {CONFIRMED_READS_P50}",
+            _met(met[reads_label]),
+        ),
+        (
+            "extra reads per stop, p99 / mean",
+            f"{off['reads_p99']:.0f} / {off['reads_mean']:.2f}",
+            f"{on['reads_p99']:.0f} / {on['reads_mean']:.2f}",
+            "",
+            "",
+            "",
+        ),
+    ]
+    counted, logged = result["route_get_item_calls"], result["route_logged_reads"]
+    rows.append(
+        (
+            "GetItem calls botocore counted in the route / reads its log lines gave "
+            "(every stop, warm-up included)",
+            f"{counted['off']} / {logged['off']}",
+            f"{counted['on']} / {logged['on']}",
+            "",
+            "equal",
+            _met(counted == logged),
+        )
+    )
+    memory = result["memory_mb"]
+    rows += [
+        (
+            f"Lambda duration added per stop (mean, ms; {memory} MB arm64)",
+            "",
+            "",
+            f"+{f['extra_ms_mean']:.1f}",
+            "",
+            "",
+        ),
+        (
+            "Lambda cost of the wait per million stops",
+            "",
+            "",
+            f"${f['lambda_usd_per_million']:.2f}",
+            "",
+            "",
+        ),
+        (
+            "DynamoDB cost of the extra reads per million stops",
+            "",
+            "",
+            f"${f['reads_usd_per_million']:.2f}",
+            "",
+            "",
+        ),
+    ]
+    header = (
+        "figure",
+        "wait off (`STOP_WAIT_SECONDS=0`)",
+        f"wait on (`STOP_WAIT_SECONDS={wait}`)",
+        "on - off",
+        "target",
+        "",
+    )
+    m = result["machine"]
+    how = (
+        "This section alone was written by `python -m benchmarks.run --only-confirmed "
+        "--update-docs`, not by a full `make bench` (the tables above come from their own run). "
+        if alone
+        else ""
+    )
+    note = (
+        f"Measured at commit `{result['commit']}` on {m['date']}: {on['stops']} stops of "
+        f"running conversations with the wait on and {off['stops']} with it off, one at a "
+        f"time, the two interleaved, after {result['warmup_rounds']} warm-up rounds not "
+        f"counted; each conversation registered and started by one real worker process "
+        f"(`local/fleet_host.py`: a `Worker` with `WORKER_QUEUE_PREFIX` set, its default "
+        f"settings); moto's server, and the route on uvicorn in a process per setting, "
+        f"CPython {result['python']} (the dev venv's); latency at the client over a "
+        f"keep-alive connection on 127.0.0.1. Machine: {m['arch']}, {m['cpu']}, "
+        f"{m['cores']} cores. p50 and p99 are nearest-rank (of 100 stops, p99 is the "
+        f"slowest but one). {how}Costs: the mean added duration at the function's "
+        f"MemorySize ({memory} MB, template.yaml) at "
+        f"${PRICES['lambda_arm64_gb_second']:.10f} per GB-second (Lambda arm64), the extra "
+        "strongly consistent reads at "
+        f"${PRICES['dynamodb_read_unit'] * 1e6:g} per million read units; AWS on-demand "
+        f"list prices, us-east-1, as of {PRICES_AS_OF} (`local/fleet_costs.py`, where every "
+        "price lives); Lambda's rounding of each invocation up to the millisecond and free "
+        "tiers ignored. The request charge is the same either way."
+    )
+    return "\n".join([*_markdown(header, rows), "", note])
+
+
+def _values(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())

@@ -7,10 +7,15 @@ implementations are interleaved (ours, typical, bare, ours, ...) so that load fr
 else shares the machine falls on all of them alike; figures are medians. The targets and
 the tables are ``benchmarks.report``'s.
 
+Every figure of those tables is taken with the confirmed stop's wait off
+(``STOP_WAIT_SECONDS=0``), as the peers answer without one. After them,
+``benchmarks.confirmed`` measures a confirmed stop end to end, the wait off against on,
+against a real worker process (``--only-confirmed``: that alone).
+
 ``--smoke`` runs every measurement a few times only: it checks the benchmark works, not
 that a target is met. ``--runs 3`` runs it all three times in a row; ``--update-docs``
-writes the last run's table, the runs' table and the import breakdown into
-``docs/performance.md``.
+writes the last run's table, the runs' table, the import breakdown and the confirmed stop's
+table into ``docs/performance.md`` (with ``--only-confirmed``, the confirmed stop's alone).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import confirmed, report
 from benchmarks.artifacts import CACHE, Artifact, Interpreter, build, interpreter, size
 from local.emulation import (
     AWS_DUMMY_ENV,
@@ -82,6 +87,9 @@ def _environment(artifact: Artifact, env: dict[str, str]) -> dict[str, str]:
         "BENCH_SESSION_KEY": DEMO_SESSION_KEY,
         **AWS_DUMMY_ENV,
         **env,
+        # The peers answer without waiting for the loop's end: ours is measured so too (the
+        # confirmed stop has its own section, benchmarks.confirmed).
+        "STOP_WAIT_SECONDS": "0",
     }
 
 
@@ -355,9 +363,43 @@ def main() -> None:
     parser.add_argument("--warm-count", type=int, help="warm requests per implementation")
     parser.add_argument("--importtime-runs", type=int, help="fresh processes under -X importtime")
     parser.add_argument(
+        "--confirmed-stops",
+        type=int,
+        help=f"stops each way for the confirmed stop ({confirmed.FULL_STOPS}; "
+        f"{confirmed.SMOKE_STOPS} with --smoke)",
+    )
+    parser.add_argument(
+        "--only-confirmed",
+        action="store_true",
+        help="measure the confirmed stop alone (with --update-docs: write its section only)",
+    )
+    parser.add_argument(
         "--update-docs", action="store_true", help=f"write the tables into docs/{DOCS.name}"
     )
     args = parser.parse_args()
+    CACHE.mkdir(exist_ok=True)
+    name = "smoke" if args.smoke else "latest"
+    sections: dict[str, str] = {}
+    missed: list[str] = []
+    if not args.only_confirmed:
+        sections, missed = _compare(args, name)
+    stops = args.confirmed_stops or (confirmed.SMOKE_STOPS if args.smoke else confirmed.FULL_STOPS)
+    print(f"the confirmed stop: {stops} stops each way, against a worker", file=sys.stderr)
+    result = {**confirmed.measure(stops), "machine": machine()}
+    (CACHE / f"{name}-confirmed.json").write_text(json.dumps(result, indent=2), "utf-8")
+    section = report.confirmed_table(result, alone=args.only_confirmed)
+    print(f"\n{section}", flush=True)
+    verdicts = report.confirmed_verdicts(report.confirmed_figures(result))
+    missed += [f"confirmed stop: {label}" for label, ok in verdicts.items() if not ok]
+    if missed:
+        note = " (a smoke run: too few samples for its times to mean anything)" * args.smoke
+        print(f"\nmissed{note}: " + "; ".join(missed), file=sys.stderr)
+    if args.update_docs:
+        update_docs({**sections, "bench-confirmed": section})
+
+
+def _compare(args: argparse.Namespace, name: str) -> tuple[dict[str, str], list[str]]:
+    """Ours against the peers (``--runs`` times): the docs' sections, the targets missed."""
     plan = SMOKE if args.smoke else FULL
     plan = Plan(
         init_runs=args.init_runs or plan.init_runs,
@@ -367,12 +409,10 @@ def main() -> None:
         importtime_runs=args.importtime_runs or plan.importtime_runs,
     )
     python = interpreter(args.python)
-    CACHE.mkdir(exist_ok=True)
     reports = []
     for number in range(1, args.runs + 1):
         print(f"run {number} of {args.runs} on CPython {python.version}", file=sys.stderr)
         reports.append(measure(plan, python))
-        name = "smoke" if args.smoke else "latest"
         for path in (CACHE / f"{name}.json", CACHE / f"{name}-run-{number}.json"):
             path.write_text(json.dumps(reports[-1], indent=2), "utf-8")
         print(report.table(reports[-1]), flush=True)
@@ -385,14 +425,10 @@ def main() -> None:
         for label, ok in report.verdicts(r).items()
         if not ok
     ]
-    if missed:
-        note = " (a smoke run: too few samples for its times to mean anything)" * args.smoke
-        print(f"\nmissed{note}: " + "; ".join(missed), file=sys.stderr)
-    if args.update_docs:
-        sections = {"bench-table": report.table(reports[-1]), "bench-breakdown": breakdown}
-        if len(reports) > 1:
-            sections["bench-runs"] = runs
-        update_docs(sections)
+    sections = {"bench-table": report.table(reports[-1]), "bench-breakdown": breakdown}
+    if len(reports) > 1:
+        sections["bench-runs"] = runs
+    return sections, missed
 
 
 def update_docs(sections: dict[str, str], docs: Path = DOCS) -> None:

@@ -32,11 +32,14 @@ PRICES = {
     "dynamodb_read_unit": 0.125 / 1e6,  # on-demand, per read request unit
     "sqs_fifo_request": 0.50 / 1e6,  # every queue here is FIFO
     "sqs_standard_request": 0.40 / 1e6,  # for comparison only
+    "lambda_arm64_gb_second": 0.0000133334,  # Lambda duration, arm64, first pricing tier
 }
 """AWS on-demand list prices, us-east-1 (``PRICES_AS_OF``): DynamoDB on-demand $0.625 per
 million write request units and $0.125 per million read request units (a strongly consistent
 read or a Query of <= 4 KB is 1 unit, an eventually consistent one 0.5); SQS $0.40 per million
-requests (standard), $0.50 (FIFO); free tiers ignored."""
+requests (standard), $0.50 (FIFO); Lambda duration on arm64 $0.0000133334 per GB-second (the
+first 7.5 billion GB-seconds a month; ``make bench``'s confirmed-stop section prices the wait
+with it); free tiers ignored."""
 
 MONTH_SECONDS = 30 * 24 * 3600
 WORKER_QUEUE_MARK = "_cancel-worker-"  # in every worker queue's name (aws/cancel_queue.py)

@@ -3,12 +3,14 @@ a run's figures become verdicts and tables (``benchmarks.report``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import report
-from benchmarks.run import IMPORTTIME_MARKER, _importtime_by_package
+from benchmarks.artifacts import Artifact
+from benchmarks.run import DOCS, IMPORTTIME_MARKER, _environment, _importtime_by_package
 
 
 def test_the_breakdown_counts_only_the_handlers_imports_by_top_level_package() -> None:
@@ -95,3 +97,98 @@ def test_the_breakdown_names_the_interpreter_and_every_implementation() -> None:
     assert "CPython 3.13.5" in text
     assert "| `botocore` | 3.0 | 3.0 | 3.0 |" in text
     assert "other stdlib modules" in text
+
+
+# --- the confirmed stop (benchmarks.confirmed, rendered by benchmarks.report) -------------
+
+
+def _confirmed(
+    on_ms: list[float], *, confirmation: str = "confirmed", reads: int = 2
+) -> dict[str, Any]:
+    samples: list[dict[str, Any]] = []
+    for n, ms in enumerate(on_ms):
+        samples.append(
+            {"wait": "off", "conversation_id": f"off-{n}", "ms": 20.0, "reads": 0}
+            | {"confirmation": "not-waited", "confirmed_ms": None}
+        )
+        samples.append(
+            {"wait": "on", "conversation_id": f"on-{n}", "ms": ms, "reads": reads}
+            | {"confirmation": confirmation, "confirmed_ms": round(ms) - 1}
+        )
+    return {
+        "stops": len(on_ms),
+        "warmup_rounds": 2,
+        "wait_seconds": 5.0,
+        "memory_mb": 512,
+        "python": "3.11.9",
+        "commit": "abc1234567",
+        "samples": samples,
+        "route_get_item_calls": {"off": 0, "on": reads * (len(on_ms) + 2)},
+        "route_logged_reads": {"off": 0, "on": reads * (len(on_ms) + 2)},
+        "machine": {"date": "d", "arch": "x86_64", "cpu": "c", "cores": "2", "system": "s"},
+        "seconds": 30.0,
+    }
+
+
+def test_the_quantiles_are_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert report.quantile(values, 0.5) == 50.0
+    assert report.quantile(values, 0.99) == 99.0
+    assert report.quantile([7.0], 0.99) == 7.0
+
+
+def test_a_confirmed_run_within_every_target_meets_them_all() -> None:
+    result = _confirmed([120.0] * 100)
+    figures = report.confirmed_figures(result)
+    assert figures["p99_above_ms"] == 100.0
+    assert figures["extra_ms_mean"] == 100.0
+    # 0.1 s at 0.5 GB at $0.0000133334 per GB-second, a million times.
+    assert figures["lambda_usd_per_million"] == pytest.approx(0.66667)
+    assert figures["reads_usd_per_million"] == pytest.approx(0.25)
+    assert all(report.confirmed_verdicts(figures).values())
+    table = report.confirmed_table(result)
+    assert "MISSED" not in table
+    assert "100 of 100 (100%)" in table
+    assert "$0.67" in table
+    assert "abc1234567" in table
+    assert "--only-confirmed" not in table
+    assert "--only-confirmed" in report.confirmed_table(result, alone=True)
+
+
+@pytest.mark.parametrize(
+    ("result", "target"),
+    [
+        (_confirmed([60.0] * 99 + [500.0, 500.0]), "p99 under 300 ms above"),
+        (_confirmed([60.0] * 10, confirmation="unconfirmed"), "100% confirmed"),
+        (_confirmed([60.0] * 10, reads=5), "at most 4 extra reads per stop at p50"),
+    ],
+)
+def test_a_confirmed_run_over_a_target_misses_it(result: dict[str, Any], target: str) -> None:
+    met = report.confirmed_verdicts(report.confirmed_figures(result))
+    assert [label for label, ok in met.items() if not ok] == [
+        label for label in met if label.startswith(target)
+    ]
+    assert "MISSED" in report.confirmed_table(result)
+
+
+def test_getitem_calls_unlike_the_logged_reads_are_shown_missed() -> None:
+    result = _confirmed([60.0] * 10)
+    result["route_get_item_calls"] = {"off": 0, "on": 99}
+    assert "MISSED" in report.confirmed_table(result)
+
+
+def test_the_probes_measure_ours_with_the_wait_off() -> None:
+    artifact = Artifact("ours", Path("f"), None, Path("r"))
+    assert _environment(artifact, {"STOP_WAIT_SECONDS": "5"})["STOP_WAIT_SECONDS"] == "0"
+
+
+def test_the_docs_have_the_confirmed_stops_section() -> None:
+    text = DOCS.read_text("utf-8")
+    assert text.count("<!-- bench-confirmed -->") == 1
+    assert text.count("<!-- /bench-confirmed -->") == 1
+
+
+def test_the_confirmed_section_names_its_prices_in_full() -> None:
+    table = report.confirmed_table(_confirmed([60.0] * 10))
+    assert "$0.0000133334 per GB-second" in table
+    assert "as of 2025-06" in table
