@@ -26,7 +26,10 @@ from typing import Any
 COSTS_BEGIN = "<!-- fleet-costs:begin -->"
 COSTS_END = "<!-- fleet-costs:end -->"
 
-PRICES_AS_OF = "2025-06 (AWS's public price pages as last known to the author of this table)"
+PRICES_AS_OF = (
+    "November 2024 (AWS's public price pages as known to this project: DynamoDB on-demand "
+    "after its November 2024 price cut; not re-checked online, which this project cannot reach)"
+)
 PRICES = {
     "dynamodb_write_unit": 0.625 / 1e6,  # on-demand, per write request unit
     "dynamodb_read_unit": 0.125 / 1e6,  # on-demand, per read request unit

@@ -35,23 +35,13 @@ from typing import Any
 
 import boto3
 import httpx
+from openhands_stop.aws.worker_queues import INHERITED_ATTRIBUTES
 
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
 STOPPED = "Conversation stopped successfully"
 WORKER_ID = "make-smoke"
-# The stack queue's attributes a worker's queue takes (openhands_stop.aws.worker_queues).
-QUEUE_ATTRIBUTES = (
-    "VisibilityTimeout",
-    "MessageRetentionPeriod",
-    "ReceiveMessageWaitTimeSeconds",
-    "RedrivePolicy",
-    "SqsManagedSseEnabled",
-    "KmsMasterKeyId",
-    "KmsDataKeyReusePeriodSeconds",
-    "DeduplicationScope",
-    "FifoThroughputLimit",
-    "Policy",
-)
+# The stack queue's attributes a worker's queue takes, as the worker copies them.
+QUEUE_ATTRIBUTES = INHERITED_ATTRIBUTES
 
 
 class SmokeFailed(Exception):

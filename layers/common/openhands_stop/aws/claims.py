@@ -75,16 +75,19 @@ _CLAIM: dict[str, Any] = {
     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
 }
 
+# A run's end, on its row: STOPPED with when and how, and out of the runs-by-worker index.
+_END_RUN = (
+    "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
+    "updated_at = :now REMOVE worker_instance ADD version :one"
+)
+
 _RUN_ENDED: dict[str, Any] = {
     # STOPPED stays STOPPED (the stop carried out); RUNNING becomes STOPPED (the loop ended
     # by itself), so the table never says RUNNING for a loop that is gone. Only while the
     # row's run is still this one and its end is not yet recorded: a newer run's row is never
     # touched, and the first end recorded (a peer's release, say) is kept. The row leaves the
     # runs-by-worker index (no ``worker_instance``).
-    "UpdateExpression": (
-        "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
-        "updated_at = :now REMOVE worker_instance ADD version :one"
-    ),
+    "UpdateExpression": _END_RUN,
     "ConditionExpression": (
         "run_id = :run AND #status IN (:running, :stopped) "
         "AND attribute_not_exists(loop_stopped_at)"
@@ -98,10 +101,7 @@ _RELEASE_LOST: dict[str, Any] = {
     # A dead worker's run: only while the row still names that worker and that run, and its
     # loop's end is not recorded; a RUNNING row becomes STOPPED, a STOPPED one (a stop whose
     # cancel went to the dead worker's queue) gets its end recorded.
-    "UpdateExpression": (
-        "SET #status = :stopped, loop_stopped_at = :now, loop_stopped_via = :via, "
-        "updated_at = :now REMOVE worker_instance ADD version :one"
-    ),
+    "UpdateExpression": _END_RUN,
     "ConditionExpression": (
         "worker_instance = :instance AND run_id = :run AND #status IN (:running, :stopped) "
         "AND attribute_not_exists(loop_stopped_at)"

@@ -25,8 +25,9 @@ QUEUE_NAME_MAX = 80
 """SQS's limit on a queue name, ``.fifo`` included."""
 INSTANCE_HEX_DIGITS = 12
 
-# The stack queue's attributes a worker's queue inherits (the rest are SQS's defaults).
-_INHERITED = (
+# The stack queue's attributes a worker's queue inherits (the rest are SQS's defaults); the
+# smoke test's own queue takes the same (scripts/smoke.py).
+INHERITED_ATTRIBUTES = (
     "VisibilityTimeout",
     "MessageRetentionPeriod",
     "ReceiveMessageWaitTimeSeconds",
@@ -79,7 +80,7 @@ class WorkerQueues:
         stack: dict[str, str] = {str(k): v for k, v in answer.get("Attributes", {}).items()}
         name = f"{self.prefix}{instance}.fifo"
         attributes: dict[str, str] = {"FifoQueue": "true"}
-        for key in _INHERITED:
+        for key in INHERITED_ATTRIBUTES:
             if stack.get(key):
                 attributes[key] = stack[key]
         stack_arn = stack.get("QueueArn", "")

@@ -341,8 +341,7 @@ class Runs:
         if run is None or run.ending is not None:
             return False
         run.ending = via
-        self._forget(run, None)
-        log(logging.INFO, "run_ended", conversation_id=conversation_id, run_id=run.run_id, via=via)
+        self._end_unstopped(run, via)
         await self._record_end(run, via)
         return True
 
@@ -368,14 +367,7 @@ class Runs:
             else RunEnd.FINISHED
         )
         run.ending = via
-        self._forget(run, None)
-        log(
-            logging.INFO,
-            "run_ended",
-            conversation_id=run.conversation_id,
-            run_id=run.run_id,
-            via=via,
-        )
+        self._end_unstopped(run, via)
         self._in_background(self._record_end(run, via))
 
     async def shutdown(self) -> int:
@@ -396,14 +388,7 @@ class Runs:
             run.ending = via
         await asyncio.gather(*(self._halt(run) for run in left))
         for run in left:
-            self._forget(run, None)
-            log(
-                logging.INFO,
-                "run_ended",
-                conversation_id=run.conversation_id,
-                run_id=run.run_id,
-                via=via,
-            )
+            self._end_unstopped(run, via)
         await asyncio.gather(*(self._record_end(run, via) for run in left))
         return left
 
@@ -429,6 +414,18 @@ class Runs:
                 )
                 return False
         return bool(done)
+
+    def _end_unstopped(self, run: Run, via: RunEnd) -> None:
+        """A run ended without a stop of its own (by itself, its host, the worker): forget
+        it here, and log its one ``run_ended`` line."""
+        self._forget(run, None)
+        log(
+            logging.INFO,
+            "run_ended",
+            conversation_id=run.conversation_id,
+            run_id=run.run_id,
+            via=via,
+        )
 
     def _forget(self, run: Run, stop: Stop | None) -> None:
         if self._current.get(run.conversation_id) is run:
