@@ -49,6 +49,13 @@ def _assistant_turns(messages: list[dict[str, Any]]) -> int:
     return sum(1 for message in messages if message.get("role") == "assistant")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An interrupted agent hangs up on its LLM call: not an error here."""
+
+
 class FakeLlm:
     """The server and what it saw; ``base_url`` is what an ``LLM(base_url=...)`` takes."""
 
@@ -57,8 +64,7 @@ class FakeLlm:
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         handler = self._handler()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

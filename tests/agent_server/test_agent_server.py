@@ -97,7 +97,8 @@ def test_a_stop_interrupts_a_running_conversation(
     # A paused agent asks its LLM nothing more: the count is the same after a full sync.
     asked = fake_llm.count(tag)
     syncs = len(sidecar.seen("agent_server_adopted"))
-    other = agent_server.create(f"tag=other{tag} think=0")  # finishes by itself
+    other = agent_server.create(f"tag=other{tag} think=3 delay=0.2")  # finishes by itself
+    adopted(agent_stack, sidecar, our_id(other))
     sidecar.wait_for("agent_server_released", conversation_id=our_id(other))
     assert len(sidecar.seen("agent_server_adopted")) >= syncs
     assert fake_llm.count(tag) == asked
