@@ -31,7 +31,6 @@ from local.invoke import LambdaContext
 from tests.support import AwsCallCounter, Invoke, LoadHandler
 
 
-
 def _installed(module: str) -> bool:
     """Whether ``module`` can be imported (a missing parent package counts as missing)."""
     try:
@@ -44,7 +43,10 @@ def _installed(module: str) -> bool:
 # OpenHands 1.x agent-server (`make test-agent-server`): each lives in a venv of its own.
 collect_ignore = [
     folder
-    for folder, module in (("openhands", "openhands.server"), ("agent_server", "openhands.agent_server"))
+    for folder, module in (
+        ("openhands", "openhands.server"),
+        ("agent_server", "openhands.agent_server"),
+    )
     if not _installed(module)
 ]
 

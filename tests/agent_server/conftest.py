@@ -59,7 +59,9 @@ def fake_llm(files: Path) -> Iterator[FakeLlm]:
 
 
 @pytest.fixture(scope="session")
-def agent_server(fake_llm: FakeLlm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+def agent_server(
+    fake_llm: FakeLlm, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentServer]:
     server = AgentServer(tmp_path_factory.mktemp("agent-server"), fake_llm.base_url).start()
     yield server
     server.kill()

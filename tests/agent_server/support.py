@@ -44,14 +44,6 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30, every: float =
     raise AssertionError(f"not true within {timeout} s")
 
 
-def kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -188,9 +180,7 @@ class AgentServer:
 class Sidecar:
     """``python -m openhands_stop.integrations.agent_server``, its JSON log lines collected."""
 
-    def __init__(
-        self, stack: Stack, server: AgentServer, worker_id: str, **extra: str
-    ) -> None:
+    def __init__(self, stack: Stack, server: AgentServer, worker_id: str, **extra: str) -> None:
         env = {
             **os.environ,
             **AWS_DUMMY_ENV,
@@ -243,7 +233,9 @@ class Sidecar:
         try:
             found: list[dict[str, Any]] = wait_until(lambda: self.seen(name, **fields), timeout)
         except AssertionError:
-            raise AssertionError(f"no {name} {fields} from the sidecar; saw {self.events}") from None
+            raise AssertionError(
+                f"no {name} {fields} from the sidecar; saw {self.events}"
+            ) from None
         return found[0]
 
     def terminate(self) -> int:

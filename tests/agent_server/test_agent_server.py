@@ -119,7 +119,7 @@ def test_a_stop_interrupts_a_terminal_command_in_flight(
     agent_id = agent_server.create(f"tag={tag} sleep={seconds}")
     conversation_id = our_id(agent_id)
     adopted(agent_stack, sidecar, conversation_id)
-    wait_until(lambda: (files / f"{tag}.started").exists())  # the command runs
+    wait_until((files / f"{tag}.started").exists)  # the command runs
     running = sleeping(seconds)
 
     body = stop(route, conversation_id, KEY)
@@ -182,8 +182,10 @@ def test_a_stopped_conversation_runs_again_under_a_new_run(
 
     agent_server.run(agent_id)  # the agent-server's own resume
     wait_until(
-        lambda: record(agent_stack, conversation_id).get("run_id") not in (None, first)
-        and record(agent_stack, conversation_id)["status"] == "RUNNING"
+        lambda: (
+            record(agent_stack, conversation_id).get("run_id") not in (None, first)
+            and record(agent_stack, conversation_id)["status"] == "RUNNING"
+        )
     )
     asked = fake_llm.count(tag)
     wait_until(lambda: fake_llm.count(tag) > asked)  # it really runs again
@@ -221,8 +223,10 @@ def test_a_killed_agent_server_s_conversations_are_released(
     server = AgentServer(tmp_path / "server", fake_llm.base_url).start()
     sidecar = Sidecar(lone_stack, server, "sidecar-of-a-killed-server")
     try:
-        agent_ids = [server.create(f"tag=k{i}{uuid.uuid4().hex[:6]} think=100000 delay=0.2")
-                     for i in range(2)]
+        agent_ids = [
+            server.create(f"tag=k{i}{uuid.uuid4().hex[:6]} think=100000 delay=0.2")
+            for i in range(2)
+        ]
         for agent_id in agent_ids:
             adopted(lone_stack, sidecar, our_id(agent_id))
         server.kill()  # kill -9: its agent loops die with it
