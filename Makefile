@@ -25,7 +25,7 @@ OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET
 
 .PHONY: help install sam-install checkov-install runtime-python build run invoke sam-local test unit lint \
 	format clean reliability reliability-fast fleet bench bench-smoke rotate-key reset-conversation smoke \
-	openhands-install test-openhands
+	openhands-install test-openhands agent-server-install test-agent-server
 
 install: $(STAMP)
 
@@ -139,6 +139,27 @@ test-openhands: openhands-install ## a real OpenHands 0.53 server as the worker:
 	$(OH_BIN)/pytest tests/openhands -p no:cacheprovider -p no:libtmux \
 	  -W ignore::DeprecationWarning
 
+# A real OpenHands 1.x agent-server as the worker (issue 21), with this project's sidecar: a
+# venv of its own (Python 3.12, openhands-agent-server and its pins in
+# tests/agent_server/constraints.txt), apart from the 0.53 one.
+AS_VENV  := .venv-agent-server
+AS_BIN   := $(AS_VENV)/bin
+AS_STAMP := $(AS_VENV)/.installed
+AS_CONSTRAINTS := tests/agent_server/constraints.txt
+
+agent-server-install: $(AS_STAMP)
+
+$(AS_STAMP): pyproject.toml $(AS_CONSTRAINTS)
+	$(OPENHANDS_PYTHON) -m venv $(AS_VENV)
+	$(AS_BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(AS_BIN)/pip install --quiet --disable-pip-version-check -r $(AS_CONSTRAINTS)
+	$(AS_BIN)/pip install --quiet --disable-pip-version-check -c $(AS_CONSTRAINTS) \
+	  -e '.[agent-server,api]' 'moto[server]>=5.0' 'pytest>=8' pyyaml
+	touch $(AS_STAMP)
+
+test-agent-server: agent-server-install ## a real OpenHands 1.x agent-server with the sidecar: tests/agent_server
+	$(AS_BIN)/pytest tests/agent_server -p no:cacheprovider -W ignore::DeprecationWarning
+
 reliability: install ## faults, races, hostile input, key, a 10,000-stop load: writes docs/reliability.md
 	$(BIN)/python -m local.reliability --output docs/reliability.md
 
@@ -164,4 +185,4 @@ format: install ## ruff format and ruff's fixes, in place
 	$(BIN)/ruff check --fix .
 
 clean: ## remove every venv, build and cache this Makefile made
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(OH_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(OH_VENV) $(AS_VENV) .runtime-python .aws-sam .pytest_cache .mypy_cache .ruff_cache .bench

@@ -30,8 +30,25 @@ from local.fifo_moto import deliver_unlocked_fifo_groups
 from local.invoke import LambdaContext
 from tests.support import AwsCallCounter, Invoke, LoadHandler
 
-# tests/openhands needs OpenHands, which lives in a venv of its own: `make test-openhands`.
-collect_ignore = [] if importlib.util.find_spec("openhands") else ["openhands"]
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (a missing parent package counts as missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# tests/openhands needs OpenHands 0.53's server (`make test-openhands`), tests/agent_server an
+# OpenHands 1.x agent-server (`make test-agent-server`): each lives in a venv of its own.
+collect_ignore = [
+    folder
+    for folder, module in (
+        ("openhands", "openhands.server"),
+        ("agent_server", "openhands.agent_server"),
+    )
+    if not _installed(module)
+]
 
 
 @pytest.fixture(autouse=True)

@@ -35,3 +35,16 @@ def test_the_openhands_extra_pins_the_version_the_tests_run() -> None:
     assert tested is not None
     assert "openhands-ai>=0.53,<0.54" in extra
     assert tested.group(1).startswith("0.53.")
+
+
+def test_the_page_names_every_agent_server_sidecar_variable() -> None:
+    from openhands_stop.integrations.agent_server import AgentServerSettings
+
+    text = DOC.read_text(encoding="utf-8")
+    aliases = {field.alias for field in AgentServerSettings.model_fields.values()}
+    assert sorted(alias for alias in aliases if alias and f"`{alias}`" not in text) == []
+
+
+def test_the_agent_server_pins_the_version_the_tests_run() -> None:
+    constraints = (ROOT / "tests" / "agent_server" / "constraints.txt").read_text("utf-8")
+    assert re.search(r"^openhands-agent-server==1\.58\.\d+$", constraints, re.MULTILINE)
