@@ -51,7 +51,7 @@ from typing import IO, Any
 
 import httpx
 
-from local import fleet_costs
+from local import fleet_confirm, fleet_costs
 from local.emulation import (
     AWS_DUMMY_ENV,
     ROOT,
@@ -76,7 +76,15 @@ SHUTDOWN_STOPS_HEAD_START = (0.0, 0.1)
 QUEUE_SHARE_MISSED = f"under {QUEUE_SHARE_TARGET:.0%} stopped via the queue"
 P99_MISSED = f"p99 stop-to-stopped not under {P99_TARGET_MS:.0f} ms"
 RELEASE_MISSED = "the killed worker's runs were not released within the bound"
-TIMING_FAILURES = frozenset({QUEUE_SHARE_MISSED, P99_MISSED, RELEASE_MISSED})
+TIMING_FAILURES = frozenset(
+    {
+        QUEUE_SHARE_MISSED,
+        P99_MISSED,
+        RELEASE_MISSED,
+        fleet_confirm.CONFIRMED_MISSED,
+        fleet_confirm.DEAD_SLOW,
+    }
+)
 """The targets that depend on how fast this machine is (the queue's share too: the backstop
 takes the stops whose cancel is slower than its grace)."""
 
@@ -98,6 +106,7 @@ class FleetConfig:
     heartbeat_seconds: float = 2.0
     orphan_seconds: float = 10.0
     wait_time_seconds: int = 2
+    stop_wait_seconds: float = 5.0  # the route's STOP_WAIT_SECONDS: a confirmed stop
     shutdown_stops: int = 8  # runs per live worker held idle, then stopped at shutdown
     idle_seconds: float = 10.0  # how long those runs are held before their stops
     skew_seconds: float = 900.0  # host 0's wall clock this far ahead, host 1's behind
@@ -144,6 +153,7 @@ SMALL = FleetConfig(
     conversations=24,
     cycles=2,
     in_flight=12,
+    stop_wait_seconds=2.0,
     heartbeat_seconds=1.0,
     orphan_seconds=4.0,
     shutdown_stops=6,
@@ -173,6 +183,8 @@ class Run:
     died_with_worker: bool = False
     at_shutdown: bool = False  # stopped as the workers shut down: counted apart
     table_problem: str | None = None  # what the row check found wrong
+    confirmation: str | None = None  # its stop's X-Stop-Confirmation
+    confirmed_ms: float | None = None  # and X-Stop-Confirmed-Ms
 
     @property
     def targeted(self) -> bool:
@@ -228,6 +240,7 @@ class FleetResult:
     after_hang_runs: int = 0  # claimed by the hung worker's new instance, stopped
     after_hang_via: dict[str, int] = field(default_factory=dict)
     costs: fleet_costs.Costs = field(default_factory=fleet_costs.Costs)
+    confirmations: fleet_confirm.Confirmations = field(default_factory=fleet_confirm.Confirmations)
     wrong_kills: int = 0
     wrong_kill_examples: list[str] = field(default_factory=list)
     table_checked: int = 0
@@ -677,8 +690,11 @@ class Fleet(Faults):
         self.result.starts_failed += 1
         return None
 
-    async def _stop(self, http: httpx.AsyncClient, conversation_id: str) -> bool:
-        """Send the stop, retrying what is not a 200 as a client would; was it answered?"""
+    async def _stop(
+        self, http: httpx.AsyncClient, conversation_id: str, run: Run | None = None
+    ) -> bool:
+        """Send the stop, retrying what is not a 200 as a client would; was it answered?
+        What the answer says of the loop (X-Stop-Confirmation) is kept on ``run``."""
         self.result.stops_sent += 1
         for _attempt in range(10):
             try:
@@ -689,6 +705,12 @@ class Fleet(Faults):
             self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
             if status == "200":
                 self.result.stops_answered += 1
+                outcome = response.headers.get(fleet_confirm.CONFIRMATION_HEADER, "none")
+                self.result.confirmations.answered(outcome)
+                if run is not None:
+                    run.confirmation = outcome
+                    confirmed_ms = response.headers.get(fleet_confirm.CONFIRMED_MS_HEADER)
+                    run.confirmed_ms = float(confirmed_ms) if confirmed_ms else None
                 return True
             self.result.stop_retries += 1
             await asyncio.sleep(1)
@@ -761,7 +783,7 @@ class Fleet(Faults):
                 if self.hosts[host].killed:
                     await self._after_release()
                 run.stop_sent_at = time.time()
-                answered = await self._stop(http, conversation_id)
+                answered = await self._stop(http, conversation_id, run)
                 if self.hosts[host].killed and self.result.released_after_s is not None:
                     # Released: the stop answers "not running", and sends nothing.
                     self.result.stops_after_release += 1
@@ -1001,6 +1023,11 @@ class Fleet(Faults):
                 continue
             if run.stopped is not None:
                 self._count_row(run)
+                if run.confirmation not in {None, "no-run", "not-waited"}:
+                    # Its worker lived to stop it: the answer should have confirmed it.
+                    result.confirmations.healthy_stop(
+                        run.conversation_id, run.confirmation, run.confirmed_ms
+                    )
                 via = str(run.stopped.get("via"))
                 if via == "queue":
                     result.via_queue += 1
@@ -1138,6 +1165,9 @@ class Fleet(Faults):
             ),
             "workers logged errors": result.worker_errors != 0,
             **fault_checks(result, self.config, RELEASE_MISSED),
+            **fleet_confirm.checks(
+                result.confirmations, self.config.stop_wait_seconds, result.killed
+            ),
         }
         result.failures += [name for name, failed in checks.items() if failed]
 
@@ -1150,7 +1180,10 @@ def run_fleet(config: FleetConfig, events: Path | None = None) -> FleetResult:
         stack = create_stack(endpoint, session_key=key, suffix=f"-{secrets.token_hex(4)}")
         # The stack's own prefix: the route and every worker get it (function_environment).
         prefix = stack.worker_queue_prefix
-        route_env = stack.function_environment()
+        route_env = {
+            **stack.function_environment(),
+            "STOP_WAIT_SECONDS": str(config.stop_wait_seconds),
+        }
 
         async def main() -> FleetResult:
             asyncio.get_running_loop().set_default_executor(
@@ -1279,6 +1312,7 @@ def render_section(result: FleetResult) -> str:
         ("Killed worker", f"{killed}; its queue: {removed}", "removed",
          result.killed_queue_removed is not False),
         *fault_rows(result, config),
+        *fleet_confirm.rows(result.confirmations, config.stop_wait_seconds, result.killed),
         ("AWS requests per worker-minute, by kind (workers)", ", ".join(
             f"{kind} {result.costs.per_worker_minute(kind):.1f}"
             for kind in sorted(result.costs.workers.get("requests", {}))) or "none", "", True),

@@ -29,6 +29,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
+from local import fleet_confirm
+
 if TYPE_CHECKING:
     from local.emulation import Stack
     from local.fleet import FleetConfig, FleetResult, Host, Run
@@ -51,11 +55,14 @@ class Faults:
         _victim: Host | None
         _killed_at: float | None
         _killed_wall: float
+        route: str
+        key: str
 
         def _say(self, text: str) -> None: ...
 
     _release_done: asyncio.Event
     _release_task: asyncio.Task[None] | None
+    _dead_stops_task: asyncio.Task[None] | None
     _hang_now: asyncio.Event
     _hung: Host | None
     _hang_wall: float
@@ -68,6 +75,7 @@ class Faults:
     def _init_faults(self) -> None:
         self._release_done = asyncio.Event()
         self._release_task = None
+        self._dead_stops_task = None
         self._hang_now = asyncio.Event()
         self._hung = None
         self._hang_wall = math.inf
@@ -103,10 +111,33 @@ class Faults:
         self.result.killed = True
         self.result.victim_instance = self.instances.get(victim.index)
         self._release_task = asyncio.create_task(self._watch_release(victim, self._killed_at))
+        self._dead_stops_task = asyncio.create_task(self._stop_before_release(victim))
         self._say(
             f"fleet: killed worker {victim.index} (SIGKILL) with "
             f"{self.result.killed_runs_live} loops running that no stop was sent for yet",
         )
+
+    async def _stop_before_release(self, victim: Host) -> None:
+        """Stop a few of the killed worker's running runs at once, before its peers release
+        them: each answer comes within the wait, and never says ``confirmed``."""
+        chosen = [
+            run
+            for run in self.runs.values()
+            if run.host == victim.index and not run.targeted and run.stopped is None
+        ][: fleet_confirm.DEAD_STOPS]
+        async with httpx.AsyncClient(
+            base_url=self.route, headers={"X-Session-API-Key": self.key}, timeout=60
+        ) as http:
+
+            async def stop(run: Run) -> None:
+                started = time.monotonic()
+                response = await http.post(f"/api/conversations/{run.conversation_id}/stop")
+                outcome = response.headers.get(fleet_confirm.CONFIRMATION_HEADER, "none")
+                if response.status_code != 200:
+                    outcome = f"status {response.status_code}"
+                self.result.confirmations.dead_stop(outcome, (time.monotonic() - started) * 1000)
+
+            await asyncio.gather(*(stop(run) for run in chosen))
 
     def _index_rows(self, instance: str) -> int:
         response = self._aws[0].query(
@@ -183,6 +214,8 @@ class Faults:
     async def _await_release(self) -> None:
         if self._release_task is not None:
             await self._release_task
+        if self._dead_stops_task is not None:
+            await self._dead_stops_task
 
     # -- the hang ------------------------------------------------------------------------
 

@@ -125,6 +125,21 @@ def test_the_hung_worker_learns_it_was_declared_dead_and_stops_via_its_new_queue
 
 
 @pytest.mark.slow
+def test_stops_are_confirmed_and_a_dead_workers_never_are(fleet: FleetResult) -> None:
+    """The route waits (STOP_WAIT_SECONDS): healthy workers' stops come back confirmed (a
+    share, not all: that depends on the machine, `make fleet` judges it); the killed
+    worker's runs stopped before their release never do, and every one is answered."""
+    confirmations = fleet.confirmations
+    assert confirmations.healthy > 0
+    assert confirmations.healthy_confirmed > 0
+    assert confirmations.outcomes.get("confirmed", 0) >= confirmations.healthy_confirmed
+    assert len(confirmations.confirmed_ms) == confirmations.healthy_confirmed
+    assert sum(confirmations.dead.values()) > 0
+    assert confirmations.dead.get("confirmed", 0) == 0
+    assert set(confirmations.dead) <= {"unconfirmed", "worker-lost"}
+
+
+@pytest.mark.slow
 def test_the_run_meets_every_count_it_judges(fleet: FleetResult) -> None:
     # What the harness itself would fail on, bar the figures that are times or shares of
     # them (p99, the queue's share): those belong to `make fleet`, not to a test.

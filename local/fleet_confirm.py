@@ -1,0 +1,120 @@
+"""``make fleet``'s confirmed stops (issue 19): the route runs with ``STOP_WAIT_SECONDS`` on.
+
+Every stop's answer carries ``X-Stop-Confirmation``. A stop of a run on a healthy worker
+(neither the killed one nor the hung one's old instance) must come back ``confirmed``; its
+``X-Stop-Confirmed-Ms`` gives the confirmation latency. Right after the SIGKILL, a few of the
+killed worker's running runs are stopped before its peers release them: each of those
+answers within the wait (plus a margin) and is never ``confirmed``: no loop was there to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CONFIRMATION_HEADER = "X-Stop-Confirmation"
+CONFIRMED_MS_HEADER = "X-Stop-Confirmed-Ms"
+DEAD_STOPS = 3
+"""Runs of the killed worker stopped at once after the kill, before their release."""
+ANSWER_MARGIN_SECONDS = 2.0
+"""Above the wait: the route's own write, send and reads on a loaded 2-core machine."""
+CONFIRMED_MISSED = "a healthy worker's stop was not confirmed"
+DEAD_CONFIRMED = "a stop of the killed worker's run was answered confirmed"
+DEAD_SLOW = "a stop of the killed worker's run was not answered within the wait"
+
+
+@dataclass
+class Confirmations:
+    """What the answers said of the loops."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)  # every 200, by header value
+    healthy: int = 0  # stops of running runs on healthy workers
+    healthy_confirmed: int = 0
+    healthy_unconfirmed_examples: list[str] = field(default_factory=list)
+    confirmed_ms: list[float] = field(default_factory=list)
+    dead: dict[str, int] = field(default_factory=dict)  # the killed worker's, before release
+    dead_answer_ms: list[float] = field(default_factory=list)
+
+    def answered(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def healthy_stop(self, conversation_id: str, outcome: str | None, ms: float | None) -> None:
+        self.healthy += 1
+        if outcome == "confirmed":
+            self.healthy_confirmed += 1
+            if ms is not None:
+                self.confirmed_ms.append(ms)
+        elif len(self.healthy_unconfirmed_examples) < 5:
+            self.healthy_unconfirmed_examples.append(f"{conversation_id}: {outcome}")
+
+    def dead_stop(self, outcome: str, answer_ms: float) -> None:
+        self.dead[outcome] = self.dead.get(outcome, 0) + 1
+        self.dead_answer_ms.append(answer_ms)
+
+    def percentile(self, share: float) -> float | None:
+        if not self.confirmed_ms:
+            return None
+        ordered = sorted(self.confirmed_ms)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def checks(confirmations: Confirmations, wait_seconds: float, killed: bool) -> dict[str, bool]:
+    """Each failure name, and whether it happened (none when the wait is off)."""
+    if wait_seconds <= 0:
+        return {}
+    found = {CONFIRMED_MISSED: confirmations.healthy_confirmed != confirmations.healthy}
+    if killed:
+        bound_ms = (wait_seconds + ANSWER_MARGIN_SECONDS) * 1000
+        found[DEAD_CONFIRMED] = confirmations.dead.get("confirmed", 0) != 0
+        found[DEAD_SLOW] = any(ms > bound_ms for ms in confirmations.dead_answer_ms)
+    return found
+
+
+def rows(
+    confirmations: Confirmations, wait_seconds: float, killed: bool
+) -> list[tuple[str, str, str, bool]]:
+    """The rendered table's rows: figure, value, target, met."""
+    if wait_seconds <= 0:
+        return []
+    p50, p99 = confirmations.percentile(0.5), confirmations.percentile(0.99)
+    share = (
+        confirmations.healthy_confirmed / confirmations.healthy if confirmations.healthy else 0.0
+    )
+    found = [
+        (
+            f"Stops of healthy workers' runs confirmed (STOP_WAIT_SECONDS={wait_seconds:g})",
+            f"{confirmations.healthy_confirmed:,} of {confirmations.healthy:,} ({share:.2%}); "
+            f"confirmation p50 / p99 {_ms(p50)} / {_ms(p99)}"
+            + (
+                f"; not: {', '.join(confirmations.healthy_unconfirmed_examples)}"
+                if confirmations.healthy_unconfirmed_examples
+                else ""
+            ),
+            "100%",
+            confirmations.healthy_confirmed == confirmations.healthy,
+        ),
+        (
+            "Answers by X-Stop-Confirmation (every 200)",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(confirmations.outcomes.items())) or "none",
+            "",
+            True,
+        ),
+    ]
+    if killed:
+        slowest = max(confirmations.dead_answer_ms, default=None)
+        bound = wait_seconds + ANSWER_MARGIN_SECONDS
+        found.append(
+            (
+                "Stops of the killed worker's runs before their release",
+                f"{sum(confirmations.dead.values())} answered: "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(confirmations.dead.items())) or 'none'}"
+                f"; slowest {_ms(slowest)}",
+                f"never confirmed, each within {bound:g} s",
+                confirmations.dead.get("confirmed", 0) == 0
+                and (slowest is None or slowest <= bound * 1000),
+            )
+        )
+    return found
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
