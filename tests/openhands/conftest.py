@@ -77,6 +77,8 @@ def openhands_server(
         "WORKER_ID": WORKER_ID,
         "WAIT_TIME_SECONDS": "1",  # a poll returns on arrival anyway; this bounds shutdown
         "BACKSTOP_SECONDS": "600",  # the backstop test runs it by hand: no race with the queue
+        # and acts on its first pass (the grace is for cancels in flight; this one is lost)
+        "BACKSTOP_GRACE_SECONDS": "0",
         "CLEANUP_TIMEOUT_SECONDS": "5",
         "SHUTDOWN_GRACE_SECONDS": "3",
     }
