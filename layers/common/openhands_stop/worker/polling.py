@@ -165,7 +165,9 @@ class InboxPoller:
                     # Shutting down mid-poll: the poll is left to its daemon thread, which
                     # hands back whatever it receives while the process lives; anything it
                     # took as the process exits reappears after the visibility timeout. So
-                    # leaving costs the stops in flight, never a long poll's wait.
+                    # leaving costs the stops in flight, never a long poll's wait. What it
+                    # ends with (a queue deleted at shutdown, say) is nobody's to handle.
+                    receiving.add_done_callback(_ignore_outcome)
                     return
                 try:
                     messages = receiving.result()
@@ -206,6 +208,12 @@ class InboxPoller:
                 await asyncio.to_thread(self.inbox.hand_back, message)
         if messages:
             log(logging.INFO, "cancels_handed_back", count=len(messages))
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned future's outcome, so the loop never reports it as unhandled."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _in_daemon_thread(call: Callable[[], T]) -> asyncio.Future[T]:
