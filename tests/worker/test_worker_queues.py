@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 import pytest
-from openhands_stop.aws.clients import long_poll_sqs_client
+from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
+from openhands_stop.aws.clients import dynamodb_client, long_poll_sqs_client
 from openhands_stop.aws.worker_queues import WorkerQueues
 from openhands_stop.aws.worker_roster import DynamoWorkerRoster
 from openhands_stop.edge.service import StopService
@@ -255,3 +258,39 @@ async def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.anyio
+async def test_a_claim_in_flight_while_the_queue_is_made_again_follows_the_new_queue(
+    stack: Stack, make_worker: WorkerFactory, service: StopService
+) -> None:
+    """The claim lands under the instance the worker just left: it is moved too, so its stop
+    comes via the new queue and no peer releases it with the old instance."""
+    seed(stack, {"late": "STARTING"})
+    claimed, proceed = threading.Event(), threading.Event()
+
+    class SlowAnswer(DynamoClaimTable):
+        def claim(self, *args: Any, **kwargs: Any) -> ClaimResult:
+            result = super().claim(*args, **kwargs)
+            claimed.set()
+            proceed.wait(5)
+            return result
+
+    worker = fleet_worker(make_worker, stack, table=SlowAnswer(dynamodb_client(), stack.table_name))
+    await worker.open()
+    first = worker.cancel_queue_url
+    starting = asyncio.create_task(worker.start("late", Agent()))
+    await asyncio.to_thread(claimed.wait, 5)
+    stack.client("sqs").delete_queue(QueueUrl=first)
+    assert await worker.poll_once(0) == []  # a new queue and instance, while the claim waits
+    proceed.set()
+    task = await starting
+    service.stop("late", "r")
+    outcomes = await worker.poll_once()
+    await worker.aclose()
+
+    record = read_record(stack, "late")
+    assert record is not None
+    assert record["cancel_queue_url"] != first
+    assert outcomes == [Outcome.STOPPED]
+    assert task.cancelled()

@@ -35,7 +35,7 @@ from openhands_stop.domain.ports import ClaimTable
 from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import log
 from openhands_stop.worker.periodic import every
-from openhands_stop.worker.runs import Runs
+from openhands_stop.worker.runs import Run, Runs
 
 JUDGED_PEERS = 2
 """How many successors each worker watches: a dead worker is caught while either of the two
@@ -183,29 +183,42 @@ class Liveness:
             await self._join("worker_queue_recreated")
             moved = 0
             for run in self._runs.active():
-                try:
-                    moved += await asyncio.to_thread(
-                        self._table.move_run,
-                        run.conversation_id,
-                        run.run_id,
-                        worker_instance=old_instance,
-                        to_instance=self.instance,
-                        cancel_queue_url=self.queue_url,
-                        now=self._wall(),
-                    )
-                except DependencyFailure as failure:
-                    log(
-                        logging.WARNING,
-                        "run_not_moved",
-                        conversation_id=run.conversation_id,
-                        error=str(failure),
-                    )
+                moved += await self._move(run, old_instance)
             # Peers finish the old instance's clean-up (anything not moved is released).
             try:
                 await asyncio.to_thread(self._roster.mark_left, old_instance, by=self.instance)
             except DependencyFailure as failure:
                 log(logging.WARNING, "old_instance_not_marked", error=str(failure))
             log(logging.INFO, "runs_moved", from_queue=old_url, runs=moved)
+
+    async def follow(self, run: Run, claimed_instance: str) -> None:
+        """A claim that landed under an instance this worker has since left (its queue was
+        made again meanwhile): move the run to the current one too, or peers would release
+        it with the old instance."""
+        if claimed_instance == self.instance:
+            return
+        async with self._lock:
+            await self._move(run, claimed_instance)
+
+    async def _move(self, run: Run, old_instance: str) -> bool:
+        try:
+            return await asyncio.to_thread(
+                self._table.move_run,
+                run.conversation_id,
+                run.run_id,
+                worker_instance=old_instance,
+                to_instance=self.instance,
+                cancel_queue_url=self.queue_url,
+                now=self._wall(),
+            )
+        except DependencyFailure as failure:
+            log(
+                logging.WARNING,
+                "run_not_moved",
+                conversation_id=run.conversation_id,
+                error=str(failure),
+            )
+            return False
 
     # -- judging -----------------------------------------------------------------------
 

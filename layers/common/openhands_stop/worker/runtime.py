@@ -218,13 +218,15 @@ class Worker:
         if self._closing.is_set():
             raise WorkerClosed("the worker is shutting down")
         instance, queue_url = await self._liveness.identity()
-        return await self._runs.claim(
+        run = await self._runs.claim(
             conversation_id,
             worker_instance=instance,
             cancel_queue_url=queue_url,
             loop=loop,
             halt=halt,
         )
+        await self._liveness.follow(run, instance)
+        return run
 
     # -- one step at a time (tests, and hosts that drive the worker themselves) --------
 
