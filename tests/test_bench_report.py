@@ -11,6 +11,7 @@ import pytest
 from benchmarks import report
 from benchmarks.artifacts import Artifact
 from benchmarks.run import DOCS, IMPORTTIME_MARKER, _environment, _importtime_by_package
+from local.fleet_costs import PRICES_AS_OF
 
 
 def test_the_breakdown_counts_only_the_handlers_imports_by_top_level_package() -> None:
@@ -191,4 +192,4 @@ def test_the_docs_have_the_confirmed_stops_section() -> None:
 def test_the_confirmed_section_names_its_prices_in_full() -> None:
     table = report.confirmed_table(_confirmed([60.0] * 10))
     assert "$0.0000133334 per GB-second" in table
-    assert "as of 2025-06" in table
+    assert f"as of {PRICES_AS_OF}" in table
