@@ -558,7 +558,7 @@ def confirmed_table(result: dict[str, Any], *, alone: bool = False) -> str:
         f"CPython {result['python']} (the dev venv's); latency at the client over a "
         f"keep-alive connection on 127.0.0.1. Machine: {m['arch']}, {m['cpu']}, "
         f"{m['cores']} cores. p50 and p99 are nearest-rank (of 100 stops, p99 is the "
-        f"slowest but one). {how}Costs: the mean added duration at the function's "
+        f"slowest but one; of fewer than 100, the slowest). {how}Costs: the mean added duration at the function's "
         f"MemorySize ({memory} MB, template.yaml) at "
         f"${PRICES['lambda_arm64_gb_second']:.10f} per GB-second (Lambda arm64), the extra "
         "strongly consistent reads at "
