@@ -19,12 +19,13 @@ from openhands_stop.worker import Worker
 
 from local.emulation import Stack, seed
 from tests.reliability.faults import APPLIED_THEN_TIMEOUT, FaultInjector
+from tests.reliability.support import Evidence
 from tests.support import drain_queue, read_record
 from tests.worker.support import Agent, WorkerFactory
 
 
 def test_a_stop_applied_while_its_answer_was_lost_still_answers_stopped(
-    wire_stack: Stack, wire_service: StopService, faults: FaultInjector
+    wire_stack: Stack, wire_service: StopService, faults: FaultInjector, evidence: Evidence
 ) -> None:
     seed(wire_stack, {"c": "RUNNING"})
     faults.fail("UpdateItem", APPLIED_THEN_TIMEOUT, times=1)
@@ -39,6 +40,13 @@ def test_a_stop_applied_while_its_answer_was_lost_still_answers_stopped(
     assert (record["status"], record["stopped_from"]) == ("STOPPED", "RUNNING")
     [cancel] = drain_queue(wire_stack)
     assert cancel["stop_id"] == record["stop_id"]
+    evidence(
+        "Fault",
+        "the stop's write applied, its answer timed out (the SDK retries it)",
+        f"{faults.attempts['UpdateItem']} attempts, the retry refused by its own condition and "
+        f"recognised by its stop_id: 200 '{answer.message}' ({answer.conversation_status}), "
+        "one cancel",
+    )
 
 
 def test_another_stops_refusal_is_still_not_running(
@@ -62,7 +70,7 @@ def _faulty_table(stack: Stack, injector: FaultInjector) -> DynamoClaimTable:
 
 @pytest.mark.anyio
 async def test_a_claim_lost_on_every_attempt_is_released_before_the_worker_gives_up(
-    wire_stack: Stack, make_wire_worker: WorkerFactory, no_backoff: None
+    wire_stack: Stack, make_wire_worker: WorkerFactory, no_backoff: None, evidence: Evidence
 ) -> None:
     seed(wire_stack, {"ghost": "STARTING"})
     injector = FaultInjector()
@@ -82,10 +90,17 @@ async def test_a_claim_lost_on_every_attempt_is_released_before_the_worker_gives
     task = await worker.start("ghost", Agent())
     assert not task.done()
     await worker.aclose()
+    evidence(
+        "Fault",
+        "a claim applied on every attempt, every answer timed out",
+        f"{injector.attempts['UpdateItem']} UpdateItem attempts; the claim failed, its run "
+        f"was released on the row ({record['status']}, {record['loop_stopped_via']}); "
+        "register and start again worked",
+    )
 
 
 def test_a_run_end_applied_while_its_answer_was_lost_counts_as_recorded(
-    wire_stack: Stack, no_backoff: None
+    wire_stack: Stack, no_backoff: None, evidence: Evidence
 ) -> None:
     seed(wire_stack, {"c": "STARTING"})
     injector = FaultInjector()
@@ -106,6 +121,11 @@ def test_a_run_end_applied_while_its_answer_was_lost_counts_as_recorded(
     assert recorded
     assert injector.attempts["UpdateItem"] == 3  # the claim, the end, its refused retry
     assert (read_record(wire_stack, "c") or {})["loop_stopped_via"] == "finished"
+    evidence(
+        "Fault",
+        "a run's end applied, its answer timed out",
+        "the retry refused (the end already recorded) and recognised by its run: recorded",
+    )
 
 
 def test_a_register_applied_while_its_answer_was_lost_succeeds(
