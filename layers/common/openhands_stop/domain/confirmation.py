@@ -10,6 +10,7 @@ dead is answered at once: no loop runs there to confirm (tests/test_confirmed_st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,7 +62,9 @@ async def wait_for_loop_end(
     while (remaining := deadline - monotonic()) > 0:
         await sleep(min(_CADENCE[min(step, len(_CADENCE) - 1)], remaining))
         step += 1
-        view = run_ends.run_end(conversation_id)
+        # In a thread: on a server that answers many stops in one event loop (uvicorn), one
+        # stop's read must not hold up the others' answers.
+        view = await asyncio.to_thread(run_ends.run_end, conversation_id)
         reads += 1
         if view is None or view.run_id != run_id:
             break  # the row moved on (reset, or started again): this run's end is not on it
@@ -76,6 +79,6 @@ async def wait_for_loop_end(
             worker_checked = True
             reads += 1
             assert worker_instance is not None
-            if run_ends.worker_gone(worker_instance):
+            if await asyncio.to_thread(run_ends.worker_gone, worker_instance):
                 return StopConfirmation(Confirmation.WORKER_LOST, monotonic() - started, reads)
     return StopConfirmation(Confirmation.UNCONFIRMED, monotonic() - started, reads)
