@@ -6,7 +6,6 @@ new route goes here, under /api (so the guard covers it), next to ``stop_convers
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -117,15 +116,9 @@ def _conversation_id(scope: Scope) -> str | None:
     return match["conversation_id"] if match else None
 
 
-def create_app(
-    service: StopService, *, serve_docs: bool = True, one_request_at_a_time: bool = False
-) -> FastAPI:
+def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
     """The app. ``serve_docs=False`` (the Lambda) leaves out /docs, /redoc and /openapi.json:
-    API Gateway routes only the stop there, and the router would try each before it.
-
-    ``one_request_at_a_time`` (the Lambda: an instance serves one request at a time) makes
-    the stop's AWS calls on the event loop; elsewhere (uvicorn, many stops at once) they run
-    in a thread, so one stop's calls never hold up another's answer."""
+    API Gateway routes only the stop there, and the router would try each before it."""
     app = FastAPI(
         openapi_url="/openapi.json" if serve_docs else None,
         docs_url="/docs" if serve_docs else None,
@@ -183,12 +176,7 @@ def create_app(
         request_id, lambda_request_id = _request_ids(request.scope)
         requester = _requester(request)
         try:
-            if one_request_at_a_time:
-                result = service.stop(conversation_id, request_id, requester)
-            else:
-                result = await asyncio.to_thread(
-                    service.stop, conversation_id, request_id, requester
-                )
+            result = service.stop(conversation_id, request_id, requester)
             confirmation = await service.confirm(result, started)
         except DependencyFailure as failure:
             ids = (request_id, lambda_request_id)

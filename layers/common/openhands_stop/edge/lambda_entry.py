@@ -91,7 +91,7 @@ def build_handler(settings: Settings | None = None) -> LambdaHandler:
     service = build_service(settings or Settings.from_environment())
     skip_pydantic_v1()
     asgi = Mangum(
-        _RejectUnreadableRequest(create_app(service, serve_docs=False, one_request_at_a_time=True)),
+        _RejectUnreadableRequest(create_app(service, serve_docs=False)),
         lifespan="off",
         custom_handlers=[_HttpApiEvent],
     )
