@@ -13,10 +13,14 @@ from dataclasses import dataclass, field
 
 CONFIRMATION_HEADER = "X-Stop-Confirmation"
 CONFIRMED_MS_HEADER = "X-Stop-Confirmed-Ms"
+WAITED_MS_HEADER = "X-Stop-Waited-Ms"
 DEAD_STOPS = 3
 """Runs of the killed worker stopped at once after the kill, before their release."""
-ANSWER_MARGIN_SECONDS = 2.0
-"""Above the wait: the route's own write, send and reads on a loaded 2-core machine."""
+ANSWER_MARGIN_SECONDS = 0.5
+"""Above the wait, in the route's own figure (``X-Stop-Waited-Ms``: from the request to the
+answer): the stop's write and send. The harness's own figure, at its client, adds the time
+the stop queued behind the fleet's other requests in the one process that serves them and
+drives the run; it is reported, not judged."""
 CONFIRMED_MISSED = "a healthy worker's stop was not confirmed"
 DEAD_CONFIRMED = "a stop of the killed worker's run was answered confirmed"
 DEAD_SLOW = "a stop of the killed worker's run was not answered within the wait"
@@ -32,7 +36,8 @@ class Confirmations:
     healthy_unconfirmed_examples: list[str] = field(default_factory=list)
     confirmed_ms: list[float] = field(default_factory=list)
     dead: dict[str, int] = field(default_factory=dict)  # the killed worker's, before release
-    dead_answer_ms: list[float] = field(default_factory=list)
+    dead_answer_ms: list[float] = field(default_factory=list)  # at the harness's client
+    dead_waited_ms: list[float] = field(default_factory=list)  # the route's own figure
 
     def answered(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
@@ -46,9 +51,10 @@ class Confirmations:
         elif len(self.healthy_unconfirmed_examples) < 5:
             self.healthy_unconfirmed_examples.append(f"{conversation_id}: {outcome}")
 
-    def dead_stop(self, outcome: str, answer_ms: float) -> None:
+    def dead_stop(self, outcome: str, answer_ms: float, waited_ms: float | None) -> None:
         self.dead[outcome] = self.dead.get(outcome, 0) + 1
         self.dead_answer_ms.append(answer_ms)
+        self.dead_waited_ms.append(waited_ms if waited_ms is not None else float("inf"))
 
     def percentile(self, share: float) -> float | None:
         if not self.confirmed_ms:
@@ -65,7 +71,7 @@ def checks(confirmations: Confirmations, wait_seconds: float, killed: bool) -> d
     if killed:
         bound_ms = (wait_seconds + ANSWER_MARGIN_SECONDS) * 1000
         found[DEAD_CONFIRMED] = confirmations.dead.get("confirmed", 0) != 0
-        found[DEAD_SLOW] = any(ms > bound_ms for ms in confirmations.dead_answer_ms)
+        found[DEAD_SLOW] = any(ms > bound_ms for ms in confirmations.dead_waited_ms)
     return found
 
 
@@ -100,15 +106,17 @@ def rows(
         ),
     ]
     if killed:
-        slowest = max(confirmations.dead_answer_ms, default=None)
+        slowest = max(confirmations.dead_waited_ms, default=None)
+        at_client = max(confirmations.dead_answer_ms, default=None)
         bound = wait_seconds + ANSWER_MARGIN_SECONDS
         found.append(
             (
                 "Stops of the killed worker's runs before their release",
                 f"{sum(confirmations.dead.values())} answered: "
                 f"{', '.join(f'{k} {v}' for k, v in sorted(confirmations.dead.items())) or 'none'}"
-                f"; slowest {_ms(slowest)}",
-                f"never confirmed, each within {bound:g} s",
+                f"; slowest {_ms(slowest)} in the route (X-Stop-Waited-Ms), "
+                f"{_ms(at_client)} at the harness's client",
+                f"never confirmed, each within {bound:g} s in the route",
                 confirmations.dead.get("confirmed", 0) == 0
                 and (slowest is None or slowest <= bound * 1000),
             )

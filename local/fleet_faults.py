@@ -135,7 +135,12 @@ class Faults:
                 outcome = response.headers.get(fleet_confirm.CONFIRMATION_HEADER, "none")
                 if response.status_code != 200:
                     outcome = f"status {response.status_code}"
-                self.result.confirmations.dead_stop(outcome, (time.monotonic() - started) * 1000)
+                waited = response.headers.get(fleet_confirm.WAITED_MS_HEADER)
+                self.result.confirmations.dead_stop(
+                    outcome,
+                    (time.monotonic() - started) * 1000,
+                    float(waited) if waited else None,
+                )
 
             await asyncio.gather(*(stop(run) for run in chosen))
 

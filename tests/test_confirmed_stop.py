@@ -90,6 +90,7 @@ async def test_a_stop_whose_loop_is_not_confirmed_in_time_still_answers_stopped(
     assert answer.json() == {**STOPPED_BODY, "conversation_id": "slow"}
     assert answer.headers["X-Stop-Confirmation"] == "unconfirmed"
     assert "X-Stop-Confirmed-Ms" not in answer.headers
+    assert int(answer.headers["X-Stop-Waited-Ms"]) >= 2000  # the whole wait, no confirmation
     [line] = stop_lines(capsys)
     assert (line["confirmation"], line["StopUnconfirmed"]) == ("unconfirmed", 1)
     assert line["confirmation_ms"] >= 2000  # it waited the whole bound
@@ -120,6 +121,7 @@ async def test_a_stop_of_a_run_whose_worker_is_known_dead_answers_at_once_not_ru
         "conversation_status": "STOPPED",
     }
     assert answer.headers["X-Stop-Confirmation"] == "worker-lost"
+    assert int(answer.headers["X-Stop-Waited-Ms"]) < 2000  # answered at once, not at the bound
     [line] = stop_lines(capsys)
     assert line["StopWorkerLost"] == 1
     assert line["confirmation_reads"] == 2  # the row once, the worker's item once

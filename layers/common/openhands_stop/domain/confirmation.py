@@ -62,10 +62,18 @@ async def wait_for_loop_end(
     while (remaining := deadline - monotonic()) > 0:
         await sleep(min(_CADENCE[min(step, len(_CADENCE) - 1)], remaining))
         step += 1
+        if (remaining := deadline - monotonic()) <= 0:
+            break
         # In a thread: on a server that answers many stops in one event loop (uvicorn), one
-        # stop's read must not hold up the others' answers.
-        view = await asyncio.to_thread(run_ends.run_end, conversation_id)
+        # stop's read must not hold up the others' answers. A read still out at the deadline
+        # is left: the bound holds even when a read is slow.
         reads += 1
+        try:
+            view = await asyncio.wait_for(
+                asyncio.to_thread(run_ends.run_end, conversation_id), remaining
+            )
+        except TimeoutError:
+            break
         if view is None or view.run_id != run_id:
             break  # the row moved on (reset, or started again): this run's end is not on it
         if view.loop_stopped_via is not None:

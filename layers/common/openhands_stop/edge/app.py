@@ -35,6 +35,9 @@ CONFIRMATION_HEADER = "X-Stop-Confirmation"
 """What a 200 says of the loop: confirmed, unconfirmed, worker-lost, not-waited or no-run."""
 CONFIRMED_MS_HEADER = "X-Stop-Confirmed-Ms"
 """Milliseconds from the request to the worker's record of the loop's end (confirmed only)."""
+WAITED_MS_HEADER = "X-Stop-Waited-Ms"
+"""Milliseconds from the request to an answer without confirmation (unconfirmed, worker-lost)."""
+_WAITED_OUT = frozenset({Confirmation.UNCONFIRMED, Confirmation.WORKER_LOST})
 REASON_HEADER = "X-Stop-Reason"
 REASON_MAX = 200
 USER_AGENT_MAX = 256
@@ -192,6 +195,8 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
         response.headers[CONFIRMATION_HEADER] = confirmation.outcome.value
         if confirmation.outcome is Confirmation.CONFIRMED:
             response.headers[CONFIRMED_MS_HEADER] = str(round(confirmation.waited_seconds * 1000))
+        elif confirmation.outcome in _WAITED_OUT:
+            response.headers[WAITED_MS_HEADER] = str(round(confirmation.waited_seconds * 1000))
         return response
 
     @app.exception_handler(RequestValidationError)
