@@ -41,6 +41,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from local import fleet_host
 from local.emulation import (
     DEMO_SESSION_KEY,
     ROOT,
@@ -95,16 +96,7 @@ class _Host:
     """``python -m local.fleet_host``: ``start`` commands on stdin, JSON replies on stdout."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.fleet_host"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        self.process = fleet_host.spawn(env)
         assert self.process.stdout is not None
         assert self.process.stderr is not None
         self.out = _Lines(self.process.stdout)

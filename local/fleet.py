@@ -51,7 +51,7 @@ from typing import IO, Any
 
 import httpx
 
-from local import fleet_confirm, fleet_costs
+from local import fleet_confirm, fleet_costs, fleet_host
 from local.emulation import (
     AWS_DUMMY_ENV,
     ROOT,
@@ -419,16 +419,7 @@ class Host:
 
     def __init__(self, index: int, env: dict[str, str], sink: LineSink) -> None:
         self.index = index
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.fleet_host"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        self.process = fleet_host.spawn(env)
         self.queue_url: str | None = None
         self.killed = False
         self.closed = threading.Event()  # both streams ended: every line has been read

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from openhands_stop.worker import AgentLoop, ClaimRejected, Worker, WorkerSettin
 from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import configure_json_logging
 
+from local.emulation import ROOT
 from local.fleet_costs import RequestCounter
 from local.fleet_faults import CLOCK_OFFSET_VARIABLE
 
@@ -122,6 +124,21 @@ async def serve() -> None:
         if pending:
             await asyncio.wait(pending)
     emit(event="host_closed", aws=counter.snapshot(), seconds=round(time.monotonic() - opened, 3))
+
+
+def spawn(env: dict[str, str]) -> subprocess.Popen[str]:
+    """This module as a host process: commands on its stdin, lines on stdout and stderr
+    (``make fleet``'s hosts and ``make bench``'s confirmed-stop worker)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "local.fleet_host"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
 
 
 def main() -> None:
