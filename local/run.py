@@ -36,7 +36,8 @@ def main() -> None:
     with moto_server(args.aws_port) as endpoint:
         stack = create_stack(endpoint)
         seed(stack, {**DEMO_CONVERSATIONS, DEMO_AGENT: "STARTING"})
-        os.environ.update(stack.function_environment())
+        # The stack's default StopWaitSeconds: the stop answers once the loop has stopped.
+        os.environ.update({**stack.function_environment(), "STOP_WAIT_SECONDS": "5"})
         # Imported only now: the service reads its settings from the environment just set.
         from openhands_stop.edge.app import create_app
         from openhands_stop.edge.settings import Settings
