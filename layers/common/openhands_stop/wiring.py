@@ -37,7 +37,7 @@ def build_service(settings: Settings) -> StopService:
         cancels=SqsCancelQueue(
             sqs_client(),
             CancelDestinations(
-                settings.cancel_queue_url, worker_queue_prefix=settings.worker_queue_prefix
+                settings.stack_queue_url, worker_queue_prefix=settings.worker_queue_prefix
             ),
         ),
         resend_window=settings.cancel_resend_window,

@@ -77,11 +77,11 @@ class Worker:
         self._closing_flag = threading.Event()
         roster = DynamoWorkerRoster(dynamodb, settings.table_name)
         queues = (
-            WorkerQueues(sqs, settings.cancel_queue_url, settings.worker_queue_prefix)
+            WorkerQueues(sqs, settings.stack_queue_url, settings.worker_queue_prefix)
             if settings.worker_queue_prefix
             else None
         )
-        stack_inbox = SqsCancelInbox(sqs, settings.cancel_queue_url)
+        stack_inbox = SqsCancelInbox(sqs, settings.stack_queue_url)
         own_inbox = SqsCancelInbox(sqs, "") if queues is not None else None
         self._liveness = Liveness(
             roster,
@@ -89,7 +89,7 @@ class Worker:
             self._runs,
             queues=queues,
             inbox=own_inbox,
-            stack_queue_url=settings.cancel_queue_url,
+            stack_queue_url=settings.stack_queue_url,
             worker_id=settings.worker_id,
             heartbeat_seconds=settings.queue_heartbeat_seconds,
             orphan_seconds=settings.orphan_queue_seconds,
@@ -136,7 +136,7 @@ class Worker:
     def _set_aside(self, message: ReceivedMessage) -> None:
         """A copy of an unreadable message on the stack's dead-letter queue."""
         if self._dead_letter_url is None:
-            self._dead_letter_url = dead_letter_url(self._sqs, self.settings.cancel_queue_url)
+            self._dead_letter_url = dead_letter_url(self._sqs, self.settings.stack_queue_url)
         if self._dead_letter_url is None:
             raise DependencyFailure("sqs", "NoDeadLetterQueue", transient=False)
         with dependency_call("sqs"):
@@ -267,7 +267,7 @@ class Worker:
             worker_id=self.settings.worker_id,
             worker_instance=self._liveness.instance,
             cancel_queue_url=self.cancel_queue_url,
-            stack_queue_url=self.settings.cancel_queue_url,
+            stack_queue_url=self.settings.stack_queue_url,
             backstop_seconds=self.settings.backstop_seconds,
         )
         try:
