@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from openhands_stop.aws.clients import _session
+from openhands_stop.wiring import build_worker
 from openhands_stop.worker import AgentLoop, ClaimRejected, Worker, WorkerSettings
 from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import configure_json_logging
@@ -97,11 +98,11 @@ async def serve() -> None:
     offset = float(os.environ.get(CLOCK_OFFSET_VARIABLE) or 0)
     clock = Clock.skewed(offset) if offset else Clock()
     opened = time.monotonic()
-    async with Worker(WorkerSettings.from_environment(), clock=clock) as worker:
+    async with build_worker(WorkerSettings.from_environment(), clock=clock) as worker:
         counter.own_instance = lambda: worker.instance
         emit(
             event="host_ready",
-            cancel_queue_url=worker.cancel_queue_url,
+            cancel_queue_url=worker.queue_url,
             instance=worker.instance,
             clock_offset_seconds=offset,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from openhands_stop.domain.models import CancelMessage, utc_now
 from openhands_stop.domain.ports import ClaimTable
+from openhands_stop.wiring import build_worker
 from openhands_stop.worker import Worker, WorkerSettings
 from openhands_stop.worker.clock import Clock
 
@@ -86,6 +87,20 @@ def stopped_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     ]
 
 
+async def wait_until_logged(
+    caplog: pytest.LogCaptureFixture, event: str, seconds: float = 15.0
+) -> None:
+    """Until the worker has logged ``event`` (a deadline, not a timing: it fails only if the
+    event never comes)."""
+    for _ in range(int(seconds / 0.05)):
+        if any(
+            r.name == "openhands_stop.worker" and r.getMessage() == event for r in caplog.records
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the worker never logged {event}")
+
+
 def worker_factory(stack: Stack) -> WorkerFactory:
     """Workers on ``stack``: the stack's queue unless given, passes driven by hand."""
 
@@ -109,6 +124,6 @@ def worker_factory(stack: Stack) -> WorkerFactory:
                 **overrides,
             }
         )
-        return Worker(settings, table=table, clock=clock)
+        return build_worker(settings, table=table, clock=clock)
 
     return make

@@ -73,7 +73,7 @@ async def test_a_dead_workers_runs_are_released_and_restart_on_a_peer(
     await dead.start("a1", Agent())
     await dead.start("a2", Agent())
     service.stop("a2", "stopped-before-release")  # its cancel goes to the dead queue
-    dead_queue = dead.cancel_queue_url
+    dead_queue = dead.queue_url
     # `dead` beats no more from here (a SIGKILL, as far as its peers can tell).
 
     first = await judge.judge_once()  # starts watching its counter
@@ -121,7 +121,7 @@ async def test_a_live_worker_is_never_released_whatever_its_clock_says(
     assert await judge.judge_once() == []
     assert not task.done()
     assert (read_record(stack, "live") or {})["status"] == "RUNNING"
-    assert live.cancel_queue_url in queues(stack)
+    assert live.queue_url in queues(stack)
     await live.aclose()
     await judge.aclose()
 
@@ -137,7 +137,7 @@ async def test_a_worker_that_hung_past_the_orphan_age_halts_its_runs_and_joins_a
     await hung.open()
     await judge.open()
     held = await hung.start("held", Agent())
-    old_instance, old_queue = hung.instance, hung.cancel_queue_url
+    old_instance, old_queue = hung.instance, hung.queue_url
 
     await judge.judge_once()
     judge_time.now += ORPHAN
@@ -147,7 +147,7 @@ async def test_a_worker_that_hung_past_the_orphan_age_halts_its_runs_and_joins_a
     assert not alive
     assert held.cancelled()
     assert hung.instance != old_instance
-    assert hung.cancel_queue_url != old_queue
+    assert hung.queue_url != old_queue
     assert (read_record(stack, "held") or {})["loop_stopped_via"] == "worker_lost"
     # Runs it claims now are stopped through its new queue.
     task = await hung.start("later", Agent())
@@ -212,7 +212,7 @@ async def test_a_fallback_cancel_reaches_the_worker_holding_the_run(
     )
 
     service.stop("held", "r")
-    routed = await other.poll_shared_once(0)
+    routed = await other.poll_stack_queue_once(0)
     stopped = await holder.poll_once(0)
 
     assert routed == [Outcome.FORWARDED]

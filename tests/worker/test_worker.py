@@ -25,6 +25,7 @@ from tests.worker.support import (
     queue_depth,
     send_raw,
     stopped_lines,
+    wait_until_logged,
 )
 
 CONVERSATION = "conv-worker-1"
@@ -150,7 +151,7 @@ async def test_a_stop_that_arrives_while_claiming_wins(
     with pytest.raises(ClaimRejected):
         await starting
 
-    assert outcomes == [Outcome.STOPPED_BEFORE_START]
+    assert outcomes == [Outcome.BEFORE_START]
     assert agent.runs == []
     assert queue_depth(stack, stack.queue_url) == (0, 0)
 
@@ -344,15 +345,24 @@ async def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backst
     assert queue_depth(stack, own) == (0, 0)
 
 
-def test_a_poll_that_returns_after_shutdown_hands_its_messages_back(
-    stack: Stack, make_worker: WorkerFactory
+@pytest.mark.anyio
+async def test_a_long_poll_still_in_flight_at_shutdown_hands_back_what_it_receives(
+    stack: Stack, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker = make_worker()
-    send_raw(stack, stack.queue_url, cancel_for(CONVERSATION))
+    caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+    seed(stack, {CONVERSATION: "STARTING"})
+    worker = make_worker(wait_time_seconds=10)
+    await worker.start(CONVERSATION, Agent())
+    serving = asyncio.create_task(worker.serve())
+    await asyncio.sleep(0.5)  # its long poll is now waiting in a thread
     worker.shutdown()
+    await asyncio.wait_for(serving, 5)  # serving ends at once: the poll is left to its thread
+    send_raw(stack, stack.queue_url, cancel_for(CONVERSATION))
 
-    assert worker._pollers[0].receive_unless_closing(0) == []
-    assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again at once
+    await wait_until_logged(caplog, "cancels_handed_back")
+    assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again, for a live worker
+    assert worker.running == frozenset({CONVERSATION})  # received after shutdown: not acted on
+    await worker.aclose()
 
 
 @pytest.mark.anyio
@@ -375,7 +385,7 @@ async def test_the_worker_calls_only_what_its_iam_policy_allows(
         await worker.backstop_once()
         send_raw(stack, stack.queue_url, cancel_for("x"), dedup="x")
         worker.shutdown()
-        await asyncio.to_thread(worker._pollers[0].receive_unless_closing, 0)
+        assert await worker.poll_once(0) == []  # after shutdown: handed back, not handled
         await worker.aclose()
 
     worker_calls = {name for name in counter.calls if name not in _stop_route_calls()}

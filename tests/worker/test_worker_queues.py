@@ -50,7 +50,7 @@ async def test_a_fleet_worker_makes_its_own_queue_routes_its_runs_there_and_dele
     worker = fleet_worker(make_worker, stack)
 
     await worker.open()
-    own = worker.cancel_queue_url
+    own = worker.queue_url
     await worker.start("mine", Agent())
     service.stop("mine", "r")
     outcomes = await worker.poll_once()
@@ -89,7 +89,7 @@ async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewri
     worker = fleet_worker(make_worker, stack)
 
     await worker.open()
-    own = worker.cancel_queue_url
+    own = worker.queue_url
 
     mine = attributes(stack, own)
     theirs = attributes(stack, stack.queue_url)
@@ -125,7 +125,7 @@ async def test_at_start_queues_without_a_live_worker_are_swept_and_others_kept(
     await worker.open()
 
     assert sorted(queues_under_prefix(stack)) == sorted(
-        [peer.cancel_queue_url, not_a_worker_queue, worker.cancel_queue_url]
+        [peer.queue_url, not_a_worker_queue, worker.queue_url]
     )
     [swept] = [r.fields for r in caplog.records if r.getMessage() == "unowned_queue_deleted"]  # type: ignore[attr-defined]
     assert swept["queue_url"] == unowned
@@ -139,11 +139,11 @@ async def test_a_queue_deleted_under_a_live_worker_is_made_again_and_its_runs_fo
     worker = fleet_worker(make_worker, stack)
 
     await worker.open()
-    first = worker.cancel_queue_url
+    first = worker.queue_url
     before = await worker.start("before", Agent())
     stack.client("sqs").delete_queue(QueueUrl=first)
     assert await worker.poll_once(0) == []  # NonExistentQueue: a new queue, at once
-    second = worker.cancel_queue_url
+    second = worker.queue_url
     after = await worker.start("after", Agent())
     service.stop("before", "r1")
     service.stop("after", "r2")
@@ -175,16 +175,16 @@ async def test_a_queue_deleted_with_its_instance_declared_dead_halts_its_runs_an
     roster = DynamoWorkerRoster(stack.client("dynamodb"), stack.table_name)
 
     await worker.open()
-    first, instance = worker.cancel_queue_url, worker.instance
+    first, instance = worker.queue_url, worker.instance
     held = await worker.start("held", Agent())
     member = roster.member(instance)
     assert member is not None
     assert roster.declare_dead(instance, observed_beat=member.beat, judge="peer")
     stack.client("sqs").delete_queue(QueueUrl=first)
     assert await worker.poll_once(0) == []  # NonExistentQueue: it learns it was declared
-    second = worker.cancel_queue_url
+    second = worker.queue_url
     await worker._liveness.queue_missing(first)  # a second notice of the same queue
-    third = worker.cancel_queue_url
+    third = worker.queue_url
     await worker.aclose()
 
     assert second != first
@@ -205,7 +205,7 @@ async def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_ru
     body = json.loads(cancel_for("here"))
     send_raw(stack, stack.queue_url, json.dumps({**body, "run_id": run_id}), "a")
     send_raw(stack, stack.queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
-    outcomes = await worker.poll_shared_once(0)
+    outcomes = await worker.poll_stack_queue_once(0)
     await worker.aclose()
 
     assert sorted(outcomes) == sorted([Outcome.STOPPED, Outcome.NOT_OURS])
@@ -234,7 +234,7 @@ async def test_a_fleet_worker_calls_only_what_the_templates_worker_policy_allows
         await worker.start("backstopped", Agent())
         service.stop("stopped", "r")
         await worker.poll_once()
-        await worker.poll_shared_once(0)
+        await worker.poll_stack_queue_once(0)
         service.stop("backstopped", "r2")
         await worker.backstop_once()
         await worker.beat_once()
@@ -278,7 +278,7 @@ async def test_a_claim_in_flight_while_the_queue_is_made_again_follows_the_new_q
 
     worker = fleet_worker(make_worker, stack, table=SlowAnswer(dynamodb_client(), stack.table_name))
     await worker.open()
-    first = worker.cancel_queue_url
+    first = worker.queue_url
     starting = asyncio.create_task(worker.start("late", Agent()))
     await asyncio.to_thread(claimed.wait, 5)
     stack.client("sqs").delete_queue(QueueUrl=first)

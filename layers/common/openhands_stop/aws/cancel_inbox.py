@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.aws.worker_queues import dead_letter_url
+from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.ports import ReceivedMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
-__all__ = ["ReceivedMessage", "SqsCancelInbox"]
+__all__ = ["DeadLetterCopies", "ReceivedMessage", "SqsCancelInbox"]
 
 
 class SqsCancelInbox:
-    """ReceiveMessage, DeleteMessage and ChangeMessageVisibility on one queue: nothing else."""
+    """ReceiveMessage, DeleteMessage and ChangeMessageVisibility on one queue: nothing else.
 
-    def __init__(self, client: SQSClient, queue_url: str) -> None:
+    ``address`` is asked at every call: a worker's own queue gets a new name when the
+    worker joins again (``worker.liveness``), and its inbox follows without being told.
+    """
+
+    def __init__(self, client: SQSClient, address: Callable[[], str]) -> None:
         self._client = client
-        self.queue_url = queue_url
+        self._address = address
+
+    @property
+    def queue_url(self) -> str:
+        return self._address()
 
     def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
         """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
@@ -51,4 +62,27 @@ class SqsCancelInbox:
         with dependency_call("sqs"):
             self._client.change_message_visibility(
                 QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
+            )
+
+
+class DeadLetterCopies:
+    """A copy of an unreadable message on the stack queue's dead-letter queue, for a human
+    (found once, from the stack queue's redrive policy)."""
+
+    def __init__(self, client: SQSClient, stack_queue_url: str) -> None:
+        self._client = client
+        self._stack_queue_url = stack_queue_url
+        self._url: str | None = None
+
+    def keep(self, message: ReceivedMessage) -> None:
+        if self._url is None:
+            self._url = dead_letter_url(self._client, self._stack_queue_url)
+        if self._url is None:
+            raise DependencyFailure("sqs", "NoDeadLetterQueue", transient=False)
+        with dependency_call("sqs"):
+            self._client.send_message(
+                QueueUrl=self._url,
+                MessageBody=message.body or "(empty)",
+                MessageGroupId="unreadable",
+                MessageDeduplicationId=message.message_id or "unreadable",
             )

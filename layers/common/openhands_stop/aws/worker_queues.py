@@ -120,9 +120,22 @@ class WorkerQueues:
                 return found
             request["NextToken"] = token
 
-    def dead_letter_url(self) -> str | None:
-        """The stack queue's dead-letter queue, where an unreadable cancel is set aside."""
-        return dead_letter_url(self._client, self._stack_queue_url)
+    def forward(self, instance: str, body: str, *, group_id: str, deduplication_id: str) -> bool:
+        """Send a message, as received, to the instance's queue; ``False`` when that queue
+        is gone (its worker is making a new one, or is dead: liveness covers both)."""
+        try:
+            with dependency_call("sqs"):
+                self._client.send_message(
+                    QueueUrl=self.url_for(instance),
+                    MessageBody=body,
+                    MessageGroupId=group_id,
+                    MessageDeduplicationId=deduplication_id,
+                )
+        except DependencyFailure as failure:
+            if is_missing_queue(failure):
+                return False
+            raise
+        return True
 
 
 def dead_letter_url(client: SQSClient, queue_url: str) -> str | None:

@@ -41,6 +41,7 @@ from pydantic import Field
 
 from openhands_stop.domain.models import RunEnd
 from openhands_stop.settings import EnvironmentSettings
+from openhands_stop.wiring import build_worker
 from openhands_stop.worker import ClaimRejected, Worker, WorkerClosed, WorkerSettings
 from openhands_stop.worker.logs import configure_json_logging, log
 
@@ -243,7 +244,7 @@ class AgentServerSidecar:
             await self.worker.register(conversation_id)
             self.held[conversation_id] = agent_id
             await self.worker.adopt(
-                conversation_id, stop=lambda: self.halt(conversation_id, agent_id)
+                conversation_id, halt=lambda: self.halt(conversation_id, agent_id)
             )
         except ClaimRejected as rejected:
             self.held.pop(conversation_id, None)
@@ -307,7 +308,7 @@ class AgentServerSidecar:
 
 async def run(worker_settings: WorkerSettings, settings: AgentServerSettings) -> None:
     """The sidecar: a worker, and the sync beside it, until SIGTERM."""
-    worker = Worker(worker_settings)
+    worker = build_worker(worker_settings)
     worker.install_signal_handlers()
     sidecar = AgentServerSidecar(worker, settings)
     try:

@@ -35,6 +35,7 @@ from openhands.server.monitoring import MonitoringListener
 from socketio.exceptions import ConnectionRefusedError as SocketConnectionRefusedError
 
 from openhands_stop.domain.models import RunEnd
+from openhands_stop.wiring import build_worker
 from openhands_stop.worker import ClaimRejected, Worker, WorkerSettings
 from openhands_stop.worker.logs import configure_json_logging, log
 from openhands_stop.worker.logs import logger as worker_logger
@@ -89,7 +90,7 @@ class StopAwareConversationManager(StandaloneConversationManager):  # type: igno
         await super().__aenter__()
         if not worker_logger.handlers:
             configure_json_logging()
-        worker = Worker(WorkerSettings.from_environment())
+        worker = build_worker(WorkerSettings.from_environment())
         await worker.__aenter__()  # its own queue (a fleet), its polling, its backstop
         self._stop_worker = worker
         return self
@@ -149,7 +150,7 @@ class StopAwareConversationManager(StandaloneConversationManager):  # type: igno
         session_created = asyncio.Event()
         try:
             await worker.register(sid)  # new or STOPPED: STARTING; RUNNING: rejected
-            await worker.adopt(sid, stop=lambda: self._close_for_stop(sid, session_created))
+            await worker.adopt(sid, halt=lambda: self._close_for_stop(sid, session_created))
         except ClaimRejected as rejected:
             # RUNNING on another worker, or a stop landed while claiming: the stop wins.
             raise ConversationNotClaimed(sid, rejected.status) from rejected

@@ -12,14 +12,15 @@ import asyncio
 import logging
 import os
 
+from openhands_stop.wiring import build_worker
 from openhands_stop.worker.demo import demo_agent_loop
 from openhands_stop.worker.logs import configure_json_logging, log
-from openhands_stop.worker.runtime import ClaimRejected, Worker, WorkerClosed
+from openhands_stop.worker.runs import ClaimRejected, WorkerClosed
 from openhands_stop.worker.settings import WorkerSettings
 
 
 async def serve(settings: WorkerSettings, demo_ids: list[str], tick_seconds: float) -> None:
-    worker = Worker(settings)
+    worker = build_worker(settings)
     worker.install_signal_handlers()
     async with worker:
         for conversation_id in demo_ids:

@@ -22,11 +22,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from openhands_stop.domain.models import ConversationStatus, RunEnd
+from openhands_stop.domain.models import ConversationRecord, ConversationStatus, RunEnd
 from openhands_stop.domain.ports import ClaimTable, HeldRun
 from openhands_stop.worker.logs import log
 from openhands_stop.worker.periodic import every
-from openhands_stop.worker.runs import Outcome, Run, Runs, Stop, row_ends
+from openhands_stop.worker.runs import Outcome, Run, Runs, Stop
+from openhands_stop.worker.shutdown import Shutdown
 
 Monotonic = Callable[[], float]
 
@@ -40,15 +41,15 @@ class Backstop:
         *,
         interval_seconds: float,
         grace_seconds: float,
-        closing: asyncio.Event,
+        shutdown: Shutdown,
         monotonic: Monotonic = time.monotonic,
     ) -> None:
         self._table = table
         self._runs = runs
         self._instance = instance
-        self._interval_seconds = interval_seconds
+        self.interval_seconds = interval_seconds
         self._grace_seconds = grace_seconds
-        self._closing = closing
+        self._shutdown = shutdown
         self._monotonic = monotonic
         self._first_seen: dict[str, float] = {}  # run id -> when a pass first saw it over
 
@@ -92,15 +93,8 @@ class Backstop:
         gone: dict[str, Stop] = {}
         for run in unseen:
             record = records.get(run.conversation_id)
-            if row_ends(record, run):
-                gone[run.conversation_id] = Stop(
-                    run.conversation_id,
-                    run.run_id,
-                    record.stop_id if record is not None else None,
-                    record.stop_request_id if record is not None else None,
-                    record.stopped_at if record is not None else None,
-                    RunEnd.BACKSTOP,
-                )
+            if run.ended_by(record):
+                gone[run.conversation_id] = _stop_of(run, record)
         return gone
 
     async def _apply(self, run: Run, stop: Stop) -> Outcome | None:
@@ -120,22 +114,22 @@ class Backstop:
         """An interval, or less when a stop seen within the grace comes due before then:
         a lost cancel is carried out within the grace and one interval."""
         if not self._first_seen:
-            return self._interval_seconds
+            return self.interval_seconds
         due = min(self._first_seen.values()) + self._grace_seconds - self._monotonic()
-        return max(0.05, min(self._interval_seconds, due))
+        return max(0.05, min(self.interval_seconds, due))
 
     async def serve(self) -> None:
         """A pass every interval until the worker closes; no failure ends it."""
-        await every(self.next_pass_in, self._closing, self.once, "backstop_failed")
+        await every(self.next_pass_in, self._shutdown, self.once, "backstop_failed")
 
 
-def _stop_of(run: Run, row: HeldRun) -> Stop:
-    """The backstop's stop of ``run``: its row is STOPPED, or in a status none of ours."""
+def _stop_of(run: Run, row: HeldRun | ConversationRecord | None) -> Stop:
+    """The backstop's stop of ``run``, from the row that says it is over (``None``: gone)."""
     return Stop(
         run.conversation_id,
         run.run_id,
-        row.stop_id,
-        row.stop_request_id,
-        row.stopped_at,
+        row.stop_id if row is not None else None,
+        row.stop_request_id if row is not None else None,
+        row.stopped_at if row is not None else None,
         RunEnd.BACKSTOP,
     )

@@ -26,7 +26,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from openhands_stop.aws.cancel_inbox import SqsCancelInbox
 from openhands_stop.aws.worker_queues import WorkerQueues
 from openhands_stop.aws.worker_roster import DynamoWorkerRoster, Member, new_instance
 from openhands_stop.domain.errors import DependencyFailure
@@ -36,6 +35,7 @@ from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import log
 from openhands_stop.worker.periodic import every
 from openhands_stop.worker.runs import Run, Runs
+from openhands_stop.worker.shutdown import Shutdown
 
 JUDGED_PEERS = 2
 """How many successors each worker watches: a dead worker is caught while either of the two
@@ -59,24 +59,22 @@ class Liveness:
         runs: Runs,
         *,
         queues: WorkerQueues | None,
-        inbox: SqsCancelInbox | None,
         stack_queue_url: str,
         worker_id: str,
         heartbeat_seconds: float,
         orphan_seconds: float,
-        closing: asyncio.Event,
+        shutdown: Shutdown,
         clock: Clock,
     ) -> None:
         self._roster = roster
         self._table = table
         self._runs = runs
         self._queues = queues
-        self._inbox = inbox
         self._stack_queue_url = stack_queue_url
         self._worker_id = worker_id
         self._heartbeat_seconds = heartbeat_seconds
         self._orphan_seconds = orphan_seconds
-        self._closing = closing
+        self._shutdown = shutdown
         self._monotonic = clock.monotonic
         self._wall = clock.wall
         self._lock = asyncio.Lock()
@@ -115,8 +113,6 @@ class Liveness:
         if self._queues is not None:
             queue_url = await asyncio.to_thread(self._queues.create, instance)
         self.instance, self.queue_url = instance, queue_url
-        if self._inbox is not None:
-            self._inbox.queue_url = queue_url
         self._proved_at = started
         log(
             logging.INFO,
@@ -333,7 +329,9 @@ class Liveness:
 
     async def serve(self) -> None:
         """Beat, then judge, every heartbeat until the worker closes; failures are logged."""
-        await every(self._heartbeat_seconds, self._closing, self._beat_and_judge, "liveness_failed")
+        await every(
+            self._heartbeat_seconds, self._shutdown, self._beat_and_judge, "liveness_failed"
+        )
 
     async def _beat_and_judge(self) -> None:
         await self.beat()

@@ -9,22 +9,23 @@ from collections.abc import Awaitable, Callable
 
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.worker.logs import log
+from openhands_stop.worker.shutdown import Shutdown
 
 
 async def every(
     seconds: float | Callable[[], float],
-    closing: asyncio.Event,
+    shutdown: Shutdown,
     step: Callable[[], Awaitable[object]],
     failed: str,
 ) -> None:
     """Await ``step()`` every ``seconds`` (or as long as it answers, asked before each wait)
-    until ``closing`` is set. A failure is logged as
-    ``failed`` (an AWS failure's code, any other error's type, never more) and the next step
-    runs: the backstop and the queue heartbeat cannot die (tests/worker/test_backstop.py)."""
-    while not closing.is_set():
+    until shutdown. A failure is logged as ``failed`` (an AWS failure's code, any other
+    error's type, never more) and the next step runs: the backstop and the liveness beat
+    cannot die (tests/worker/test_backstop.py)."""
+    while not shutdown.requested:
         with contextlib.suppress(TimeoutError):
             wait = seconds() if callable(seconds) else seconds
-            await asyncio.wait_for(closing.wait(), timeout=wait)
+            await asyncio.wait_for(shutdown.wait(), timeout=wait)
             return
         try:
             await step()

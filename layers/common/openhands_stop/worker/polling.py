@@ -19,14 +19,14 @@ from pydantic import ValidationError
 
 from openhands_stop.aws.failures import is_missing_queue
 from openhands_stop.domain.errors import DependencyFailure
-from openhands_stop.domain.models import CancelMessage
 from openhands_stop.domain.ports import CancelInbox, ReceivedMessage
 from openhands_stop.worker.logs import log
 from openhands_stop.worker.runs import Outcome, Runs, Stop
+from openhands_stop.worker.shutdown import Shutdown
 
 T = TypeVar("T")
 
-Route = Callable[[CancelMessage, str], Awaitable[bool]]
+Route = Callable[[Stop, str], Awaitable[bool]]
 """Send a cancel (its body as received) on to the worker holding its run: did it?"""
 
 _POLL_BACKOFF_MAX_SECONDS = 20.0
@@ -40,8 +40,7 @@ class InboxPoller:
         inbox: CancelInbox,
         runs: Runs,
         *,
-        closing: asyncio.Event,
-        closing_flag: threading.Event,
+        shutdown: Shutdown,
         wait_time_seconds: int,
         shutdown_grace_seconds: float,
         set_aside: Callable[[ReceivedMessage], None] | None = None,
@@ -53,8 +52,7 @@ class InboxPoller:
         self._set_aside = set_aside
         self._route = route
         self._queue_missing = queue_missing
-        self._closing = closing
-        self._closing_flag = closing_flag  # the same as ``closing``, for the polling thread
+        self._shutdown = shutdown
         self._wait_time_seconds = wait_time_seconds
         self._shutdown_grace_seconds = shutdown_grace_seconds
         self._handlers: set[asyncio.Task[Outcome]] = set()
@@ -64,7 +62,7 @@ class InboxPoller:
         wait = self._wait_time_seconds if wait_seconds is None else wait_seconds
         polled = self.inbox.queue_url
         try:
-            messages = await asyncio.to_thread(self.inbox.receive, wait)
+            messages = await asyncio.to_thread(self._receive_unless_shut_down, wait)
         except DependencyFailure as failure:
             if not (is_missing_queue(failure) and self._queue_missing is not None):
                 raise
@@ -75,7 +73,7 @@ class InboxPoller:
 
     async def handle(self, message: ReceivedMessage) -> Outcome:
         try:
-            cancel = CancelMessage.model_validate_json(message.body)
+            stop = Stop.parse(message.body)
         except ValidationError as error:
             log(
                 logging.WARNING,
@@ -95,17 +93,17 @@ class InboxPoller:
                 except DependencyFailure as failure:
                     log(logging.WARNING, "cancel_set_aside_failed", error=str(failure))
             return Outcome.UNPARSABLE
-        outcome = await self._runs.apply(Stop.from_message(cancel))
+        outcome = await self._runs.apply(stop)
         if outcome is Outcome.NOT_OURS and self._route is not None:
             try:
-                if await self._route(cancel, message.body):
+                if await self._route(stop, message.body):
                     outcome = Outcome.FORWARDED
             except DependencyFailure as failure:
                 # Not deleted: it comes back after the visibility timeout, and is routed then.
                 log(
                     logging.WARNING,
                     "cancel_route_failed",
-                    stop_id=cancel.stop_id,
+                    stop_id=stop.stop_id,
                     error=str(failure),
                 )
                 return outcome
@@ -113,9 +111,9 @@ class InboxPoller:
             log(
                 logging.INFO,
                 "cancel_handled",
-                conversation_id=cancel.sid,
-                run_id=cancel.run_id,
-                stop_id=cancel.stop_id,
+                conversation_id=stop.conversation_id,
+                run_id=stop.run_id,
+                stop_id=stop.stop_id,
                 outcome=outcome.value,
             )
         try:
@@ -130,10 +128,10 @@ class InboxPoller:
             )
         return outcome
 
-    def receive_unless_closing(self, wait: int) -> list[ReceivedMessage]:
+    def _receive_unless_shut_down(self, wait: int) -> list[ReceivedMessage]:
         """In the polling thread: a poll that returns after shutdown hands its catch back."""
         messages = self.inbox.receive(wait)
-        if self._closing_flag.is_set() and messages:
+        if self._shutdown.requested and messages:
             for message in messages:
                 with contextlib.suppress(DependencyFailure):
                     self.inbox.hand_back(message)
@@ -151,13 +149,13 @@ class InboxPoller:
                 await asyncio.wait(set(self._handlers), timeout=self._shutdown_grace_seconds)
 
     async def _poll_forever(self) -> None:
-        closing = asyncio.create_task(self._closing.wait())
+        closing = asyncio.create_task(self._shutdown.wait())
         backoff = 0.0
         try:
-            while not self._closing.is_set():
+            while not self._shutdown.requested:
                 polled = self.inbox.queue_url  # the queue found missing, if it is
                 receiving = _in_daemon_thread(
-                    lambda: self.receive_unless_closing(self._wait_time_seconds)
+                    lambda: self._receive_unless_shut_down(self._wait_time_seconds)
                 )
                 either: set[asyncio.Future[Any]] = {receiving, closing}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -188,7 +186,7 @@ class InboxPoller:
                     await asyncio.wait({closing}, timeout=backoff)
                     continue
                 backoff = 0.0
-                if self._closing.is_set():
+                if self._shutdown.requested:
                     await self._hand_back(messages)
                     return
                 self._dispatch(messages)

@@ -43,7 +43,7 @@ class Outcome(StrEnum):
     """What handling one cancel (message or backstop finding) came to."""
 
     STOPPED = "stopped"  # the run it targets was running here; it is stopped now
-    STOPPED_BEFORE_START = "stopped_before_start"  # arrived while claiming: never started
+    BEFORE_START = "before_start"  # arrived while claiming: the loop never started
     DUPLICATE = "duplicate"  # its run is already stopped, or being stopped, here
     STALE = "stale"  # for an older run of a conversation that runs here now: not acted on
     NOT_OURS = "not_ours"  # no run of that conversation here: deleted as handled
@@ -77,7 +77,9 @@ class Stop:
     row_version: int | None = None
 
     @classmethod
-    def from_message(cls, message: CancelMessage) -> Stop:
+    def parse(cls, body: str) -> Stop:
+        """The stop a cancel message's body asks for; ``ValidationError`` if it is none."""
+        message = CancelMessage.model_validate_json(body)
         return cls(
             message.sid,
             message.run_id,
@@ -113,14 +115,14 @@ class Run:
             return stop.row_version >= self.claimed_version
         return None
 
-
-def row_ends(record: ConversationRecord | None, run: Run) -> bool:
-    """Whether the row says ``run`` is over: gone, stopped, in a status none of ours (read
-    as no record), started again since (only a stopped conversation can be), or another
-    run's."""
-    if record is None or record.status is not ConversationStatus.RUNNING:
-        return True
-    return record.run_id is not None and record.run_id != run.run_id
+    def ended_by(self, record: ConversationRecord | None) -> bool:
+        """Whether the row says this run is over: gone, stopped, in a status none of ours
+        (read as no record), started again since (only a stopped conversation can be), or
+        another run's. What a run-less cancel and the backstop's strongly consistent read
+        decide by (tests/worker/test_backstop.py)."""
+        if record is None or record.status is not ConversationStatus.RUNNING:
+            return True
+        return record.run_id is not None and record.run_id != self.run_id
 
 
 @dataclass
@@ -165,6 +167,18 @@ class Runs:
 
     # -- starting ----------------------------------------------------------------------
 
+    async def register(self, conversation_id: str) -> None:
+        """Make the conversation STARTING: a new one, or a stopped one started again.
+
+        Raises ``ClaimRejected`` when it is RUNNING (stop it first) or in a status not ours.
+        """
+        result = await asyncio.to_thread(self.table.register, conversation_id, now=self.now())
+        if not result.claimed:
+            status = result.record.status if result.record else None
+            log(logging.INFO, "register_rejected", conversation_id=conversation_id, status=status)
+            raise ClaimRejected(conversation_id, status)
+        log(logging.INFO, "conversation_registered", conversation_id=conversation_id)
+
     async def claim(
         self,
         conversation_id: str,
@@ -204,7 +218,7 @@ class Runs:
             # Its cancel was routed here by our claim and arrived before the loop existed.
             run.ending = RunEnd.BEFORE_START
             self._forget(run, pending.early_stop)
-            self._log_stopped(run, pending.early_stop, Outcome.STOPPED_BEFORE_START, True)
+            self._log_stopped(run, pending.early_stop, Outcome.BEFORE_START, True)
             await self._record_end(run, RunEnd.BEFORE_START)
             raise ClaimRejected(conversation_id, ConversationStatus.STOPPED)
         if self.closed:
@@ -295,11 +309,11 @@ class Runs:
         pending = self._claiming.get(conversation_id)
         if pending is not None and stop.run_id == pending.run_id:
             pending.early_stop = pending.early_stop or stop
-            return Outcome.STOPPED_BEFORE_START
+            return Outcome.BEFORE_START
         run = self._current.get(conversation_id)
         targeted = run.targeted_by(stop) if run is not None else False
         if run is not None and targeted is None:
-            targeted = await self._row_ends(run)
+            targeted = await self._ended_by_row(run)
         if run is None or not targeted:
             return self._untargeted(stop, run)
         if run.ending is not None:
@@ -323,10 +337,10 @@ class Runs:
             return Outcome.DUPLICATE
         return Outcome.NOT_OURS
 
-    async def _row_ends(self, run: Run) -> bool:
+    async def _ended_by_row(self, run: Run) -> bool:
         """Only the row can tell whether a run-less cancel is for this run: read it."""
         records = await asyncio.to_thread(self.table.records, [run.conversation_id])
-        return row_ends(records.get(run.conversation_id), run)
+        return run.ended_by(records.get(run.conversation_id))
 
     async def _stop(self, run: Run, stop: Stop) -> None:
         cleanup_completed = await self._halt(run)

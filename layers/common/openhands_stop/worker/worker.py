@@ -6,9 +6,10 @@ rows say they are over, so a lost message delays a stop, never prevents it. Live
 the third promise: a worker that dies has its runs released by a peer. All AWS calls are
 blocking botocore calls: they run in threads, never on the event loop.
 
-The pieces, each testable alone: ``runs`` (claims, and stopping a run once), ``polling``
-(one queue), ``backstop`` (the table), ``liveness`` (the worker's instance, queue and
-proof of life, and its judging of peers), ``routing`` (fallback cancels to their holder).
+``Worker`` only coordinates; ``wiring.build_worker`` makes it from the settings. The parts,
+each testable alone: ``runs`` (claims, and stopping a run once), ``polling`` (one queue),
+``backstop`` (the table), ``liveness`` (the worker's instance, queue and proof of life, and
+its judging of peers), ``routing`` (fallback cancels to their holder).
 """
 
 from __future__ import annotations
@@ -16,24 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import threading
 from types import TracebackType
 
-from openhands_stop.aws.cancel_inbox import SqsCancelInbox
-from openhands_stop.aws.claims import DynamoClaimTable
-from openhands_stop.aws.clients import dynamodb_client, long_poll_sqs_client
-from openhands_stop.aws.failures import dependency_call
-from openhands_stop.aws.worker_queues import WorkerQueues, dead_letter_url
-from openhands_stop.aws.worker_roster import DynamoWorkerRoster
-from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import RunEnd
-from openhands_stop.domain.ports import CancelInbox, ClaimTable, ReceivedMessage
 from openhands_stop.worker.backstop import Backstop
-from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.liveness import Liveness
 from openhands_stop.worker.logs import log
-from openhands_stop.worker.polling import InboxPoller, Route
-from openhands_stop.worker.routing import FallbackRouter
+from openhands_stop.worker.polling import InboxPoller
 from openhands_stop.worker.runs import (
     AgentLoop,
     ClaimRejected,
@@ -43,7 +33,7 @@ from openhands_stop.worker.runs import (
     Runs,
     WorkerClosed,
 )
-from openhands_stop.worker.settings import WorkerSettings
+from openhands_stop.worker.shutdown import Shutdown
 
 __all__ = ["AgentLoop", "ClaimRejected", "Halt", "Outcome", "Run", "Worker", "WorkerClosed"]
 
@@ -51,101 +41,32 @@ __all__ = ["AgentLoop", "ClaimRejected", "Halt", "Outcome", "Run", "Worker", "Wo
 class Worker:
     """Registers and claims conversations, runs their loops, and stops them when told.
 
-    Use it as ``async with Worker(settings) as worker:``, which joins the fleet's roster,
-    creates the worker's own queue (with ``WORKER_QUEUE_PREFIX``), polls, runs the backstop
-    and the liveness beat in the background; then ``await worker.register(id)`` and
-    ``await worker.start(id, loop)``.
+    Made by ``wiring.build_worker(settings)``; use it as ``async with worker:``, which joins
+    the fleet's roster, creates the worker's own queue (with ``WORKER_QUEUE_PREFIX``), polls,
+    runs the backstop and the liveness beat in the background; then
+    ``await worker.register(id)`` and ``await worker.start(id, loop)``.
     """
 
     def __init__(
         self,
-        settings: WorkerSettings,
         *,
-        table: ClaimTable | None = None,
-        clock: Clock | None = None,
+        runs: Runs,
+        liveness: Liveness,
+        backstop: Backstop,
+        queue_poller: InboxPoller,
+        stack_queue_poller: InboxPoller | None,
+        shutdown: Shutdown,
     ) -> None:
-        self.settings = settings
-        clock = clock or Clock()
-        dynamodb = dynamodb_client()
-        sqs = long_poll_sqs_client()
-        self._sqs = sqs
-        self._table: ClaimTable = table or DynamoClaimTable(dynamodb, settings.table_name)
-        self._runs = Runs(
-            self._table, settings.worker_id, settings.cleanup_timeout_seconds, now=clock.wall
-        )
-        self._closing = asyncio.Event()
-        self._closing_flag = threading.Event()
-        roster = DynamoWorkerRoster(dynamodb, settings.table_name)
-        queues = (
-            WorkerQueues(sqs, settings.stack_queue_url, settings.worker_queue_prefix)
-            if settings.worker_queue_prefix
-            else None
-        )
-        stack_inbox = SqsCancelInbox(sqs, settings.stack_queue_url)
-        own_inbox = SqsCancelInbox(sqs, "") if queues is not None else None
-        self._liveness = Liveness(
-            roster,
-            self._table,
-            self._runs,
-            queues=queues,
-            inbox=own_inbox,
-            stack_queue_url=settings.stack_queue_url,
-            worker_id=settings.worker_id,
-            heartbeat_seconds=settings.queue_heartbeat_seconds,
-            orphan_seconds=settings.orphan_queue_seconds,
-            closing=self._closing,
-            clock=clock,
-        )
-        self._dead_letter_url: str | None = None
-        route: Route | None = None
-        if queues is not None:
-            route = FallbackRouter(
-                self._table, roster, queues, sqs, lambda: self._liveness.instance
-            )
-        # A fleet worker reads its own queue first, and drains the stack's (fallbacks, and
-        # stops of never-claimed conversations); a single worker reads the stack's alone.
-        self._pollers: list[InboxPoller] = []
-        if own_inbox is not None:
-            self._pollers.append(
-                self._poller(own_inbox, queue_missing=self._liveness.queue_missing)
-            )
-        self._pollers.append(self._poller(stack_inbox, route=route))
-        self._backstop = Backstop(
-            self._table,
-            self._runs,
-            lambda: self._liveness.instance,
-            interval_seconds=settings.backstop_seconds,
-            grace_seconds=settings.backstop_grace_seconds,
-            closing=self._closing,
-            monotonic=clock.monotonic,
-        )
+        """``queue_poller`` reads the queue this worker's claims record: its own in a fleet,
+        the stack queue for a single worker. A fleet worker also drains the stack queue
+        (``stack_queue_poller``): fallbacks, and stops of never-claimed conversations."""
+        self._runs = runs
+        self._liveness = liveness
+        self._backstop = backstop
+        self._queue_poller = queue_poller
+        self._stack_queue_poller = stack_queue_poller
+        self._shutdown = shutdown
         self._serving: asyncio.Task[None] | None = None
-
-    def _poller(self, inbox: CancelInbox, **extra: object) -> InboxPoller:
-        return InboxPoller(
-            inbox,
-            self._runs,
-            closing=self._closing,
-            closing_flag=self._closing_flag,
-            wait_time_seconds=self.settings.wait_time_seconds,
-            shutdown_grace_seconds=self.settings.shutdown_grace_seconds,
-            set_aside=self._set_aside,
-            **extra,  # type: ignore[arg-type]
-        )
-
-    def _set_aside(self, message: ReceivedMessage) -> None:
-        """A copy of an unreadable message on the stack's dead-letter queue."""
-        if self._dead_letter_url is None:
-            self._dead_letter_url = dead_letter_url(self._sqs, self.settings.stack_queue_url)
-        if self._dead_letter_url is None:
-            raise DependencyFailure("sqs", "NoDeadLetterQueue", transient=False)
-        with dependency_call("sqs"):
-            self._sqs.send_message(
-                QueueUrl=self._dead_letter_url,
-                MessageBody=message.body or "(empty)",
-                MessageGroupId="unreadable",
-                MessageDeduplicationId=message.message_id or "unreadable",
-            )
 
     # -- what runs here ----------------------------------------------------------------
 
@@ -160,7 +81,11 @@ class Worker:
         return run.run_id if run is not None else None
 
     @property
-    def cancel_queue_url(self) -> str:
+    def worker_id(self) -> str:
+        return self._runs.worker_id
+
+    @property
+    def queue_url(self) -> str:
         """The queue this worker reads and its claims record (after ``open``)."""
         if not self._liveness.opened:
             raise RuntimeError(
@@ -184,13 +109,7 @@ class Worker:
 
         Raises ``ClaimRejected`` when it is RUNNING (stop it first) or in a status not ours.
         """
-        now = self._runs.now()
-        result = await asyncio.to_thread(self._table.register, conversation_id, now=now)
-        if not result.claimed:
-            status = result.record.status if result.record else None
-            log(logging.INFO, "register_rejected", conversation_id=conversation_id, status=status)
-            raise ClaimRejected(conversation_id, status)
-        log(logging.INFO, "conversation_registered", conversation_id=conversation_id)
+        await self._runs.register(conversation_id)
 
     async def start(self, conversation_id: str, agent_loop: AgentLoop) -> asyncio.Task[object]:
         """Claim the conversation (STARTING to RUNNING, a new run), then run its loop as a task.
@@ -202,11 +121,11 @@ class Worker:
         assert run.task is not None
         return run.task
 
-    async def adopt(self, conversation_id: str, stop: Halt) -> Run:
+    async def adopt(self, conversation_id: str, halt: Halt) -> Run:
         """Claim the conversation for a loop its host runs itself: a stop for this run awaits
-        ``stop()`` (an OpenHands ``close_session``, say). The host calls ``release`` when it
+        ``halt()`` (an OpenHands ``close_session``, say). The host calls ``release`` when it
         ends the loop on its own."""
-        return await self._claim(conversation_id, halt=stop)
+        return await self._claim(conversation_id, halt=halt)
 
     async def release(self, conversation_id: str, via: RunEnd = RunEnd.HOST) -> bool:
         """The host ended the conversation's loop itself: the row becomes STOPPED."""
@@ -215,7 +134,7 @@ class Worker:
     async def _claim(
         self, conversation_id: str, *, loop: AgentLoop | None = None, halt: Halt | None = None
     ) -> Run:
-        if self._closing.is_set():
+        if self._shutdown.requested:
             raise WorkerClosed("the worker is shutting down")
         instance, queue_url = await self._liveness.identity()
         run = await self._runs.claim(
@@ -232,13 +151,13 @@ class Worker:
 
     async def poll_once(self, wait_seconds: int | None = None) -> list[Outcome]:
         """Receive once from the queue this worker's claims record, and handle it."""
-        return await self._pollers[0].poll_once(wait_seconds)
+        return await self._queue_poller.poll_once(wait_seconds)
 
-    async def poll_shared_once(self, wait_seconds: int | None = None) -> list[Outcome]:
-        """Receive once from the stack's queue (a fleet worker drains it too)."""
-        if len(self._pollers) < 2:
+    async def poll_stack_queue_once(self, wait_seconds: int | None = None) -> list[Outcome]:
+        """Receive once from the stack queue (a fleet worker drains it too)."""
+        if self._stack_queue_poller is None:
             raise RuntimeError("only a fleet worker (WORKER_QUEUE_PREFIX) drains the stack queue")
-        return await self._pollers[1].poll_once(wait_seconds)
+        return await self._stack_queue_poller.poll_once(wait_seconds)
 
     async def backstop_once(self) -> list[Outcome]:
         """Find the runs held here whose rows say they are over; stop them."""
@@ -264,14 +183,14 @@ class Worker:
         log(
             logging.INFO,
             "worker_started",
-            worker_id=self.settings.worker_id,
+            worker_id=self.worker_id,
             worker_instance=self._liveness.instance,
-            cancel_queue_url=self.cancel_queue_url,
-            stack_queue_url=self.settings.stack_queue_url,
-            backstop_seconds=self.settings.backstop_seconds,
+            queue_url=self.queue_url,
+            backstop_seconds=self._backstop.interval_seconds,
         )
+        pollers = [self._queue_poller, self._stack_queue_poller]
         try:
-            await asyncio.gather(*(poller.serve() for poller in self._pollers))
+            await asyncio.gather(*(poller.serve() for poller in pollers if poller is not None))
         finally:
             for task in background:
                 task.cancel()
@@ -279,8 +198,7 @@ class Worker:
 
     def shutdown(self) -> None:
         """Stop polling; safe to call from a signal handler, and more than once."""
-        self._closing.set()
-        self._closing_flag.set()
+        self._shutdown.request()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM (and SIGINT) start a clean shutdown instead of killing the process."""
@@ -307,7 +225,7 @@ class Worker:
             await asyncio.gather(self._serving, return_exceptions=True)
         left = await self._runs.shutdown()
         await self._liveness.close()
-        log(logging.INFO, "worker_stopped", worker_id=self.settings.worker_id, loops_left=left)
+        log(logging.INFO, "worker_stopped", worker_id=self.worker_id, loops_left=left)
 
     async def __aenter__(self) -> Worker:
         await self.open()
