@@ -39,6 +39,7 @@ from typing import Any
 
 from benchmarks import confirmed, report
 from benchmarks.artifacts import CACHE, Artifact, Interpreter, build, interpreter, size
+from local import doc_sections
 from local.emulation import (
     AWS_DUMMY_ENV,
     DEMO_SESSION_KEY,
@@ -432,13 +433,11 @@ def _compare(args: argparse.Namespace, name: str) -> tuple[dict[str, str], list[
 
 
 def update_docs(sections: dict[str, str], docs: Path = DOCS) -> None:
-    """Replace each section's text between its markers (``<!-- name -->``) in the docs."""
+    """Replace each section's text between its markers (``<!-- name -->`` and
+    ``<!-- /name -->``) in the docs."""
     text = docs.read_text("utf-8")
     for name, body in sections.items():
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        before, rest = text.split(start, 1)
-        _, after = rest.split(end, 1)
-        text = f"{before}{start}\n{body}\n{end}{after}"
+        text = doc_sections.replace_body(text, doc_sections.Markers.named(name), body)
     docs.write_text(text, "utf-8")
 
 
