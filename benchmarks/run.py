@@ -49,6 +49,7 @@ from local.emulation import (
     moto_server,
     seed,
 )
+from local.machine import facts as host_facts
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -322,21 +323,8 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "arch": platform.machine(),
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "system": f"{platform.system()} {platform.release()}",
-    }
+    """Today's date and the host's facts (``local.machine``)."""
+    return {"date": time.strftime("%Y-%m-%d", time.gmtime()), **host_facts()}
 
 
 def stdlib_modules(python: Interpreter) -> set[str]:

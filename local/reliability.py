@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from local import doc_sections
+from local import doc_sections, machine
 from local.emulation import ROOT
 from local.fleet.render import existing_section, splice_section
 from local.load import RSS_GROWTH_LIMIT_MB, LoadResult, run_load
@@ -203,8 +203,8 @@ def _load_section(load: LoadResult, full: bool) -> list[str]:
         "on uvicorn (127.0.0.1, one process, RSS measured) against moto's server in another "
         "process; a thread drains the cancel queue as the run goes. Each conversation gets "
         f"{max(1, load.stops // max(1, load.conversations))} stops, shuffled across clients, so "
-        "they race. Latency is measured by the clients, on a 2-core machine shared with the "
-        "emulation; it describes this setup, not AWS.",
+        "they race. Latency is measured by the clients, on this machine "
+        f"({machine.describe()}) shared with the emulation; it describes this setup, not AWS.",
         "",
         "| Figure | Value | Result |",
         "|---|---|---|",

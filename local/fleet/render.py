@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from local import doc_sections
+from local import doc_sections, machine
 from local.fleet import checks
 from local.fleet.config import FleetConfig
 from local.fleet.result import FleetResult
@@ -59,7 +59,8 @@ def _what_ran(config: FleetConfig) -> str:
         "The backstop acts on a stop recorded at least `BACKSTOP_GRACE_SECONDS` "
         f"({_backstop_grace()}, the default) ago: a stop via the backstop is one whose cancel "
         'was later than that, or lost ("raced": it arrived after all, as a duplicate). '
-        "Times describe this 2-core machine shared with the emulation, not AWS."
+        f"Times describe this machine ({machine.describe()}) shared with the emulation, not "
+        "AWS."
     )
 
 
