@@ -41,6 +41,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from benchmarks.progress import Progress
 from local.emulation import (
     DEMO_SESSION_KEY,
     ROOT,
@@ -235,9 +236,20 @@ def _moto() -> Iterator[str]:
         yield endpoint
 
 
-def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
+def _count_round(progress: Progress, number: int, stops: int) -> None:
+    """Rounds done: the warm-up's, then the counted stops'."""
+    if number < WARMUP_ROUNDS:
+        progress.count("warm-up rounds", number, WARMUP_ROUNDS)
+    else:
+        progress.count("confirmed stops, each way", number - WARMUP_ROUNDS, stops)
+
+
+def measure(
+    stops: int, wait_seconds: float = WAIT_SECONDS, progress: Progress | None = None
+) -> dict[str, Any]:
     """``stops`` stops with the wait off and as many with it on; the raw samples."""
     began = time.monotonic()
+    progress = progress or Progress()
     tag = uuid.uuid4().hex[:6]
     samples: list[dict[str, Any]] = []
     with ExitStack() as stack_of_processes, _moto() as endpoint:
@@ -249,7 +261,9 @@ def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
         routes = {"off": _Route(env, 0), "on": _Route(env, wait_seconds)}
         for route in routes.values():
             stack_of_processes.callback(route.close)
+        progress.say("moto's server, the worker and both routes are up")
         for number in range(WARMUP_ROUNDS + stops):
+            _count_round(progress, number, stops)
             ids = {wait: f"bench-{wait}-{number}-{tag}" for wait in routes}
             for conversation_id in ids.values():
                 host.start(conversation_id)
@@ -271,6 +285,7 @@ def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
                         "confirmed_ms": None if confirmed_ms is None else int(confirmed_ms),
                     }
                 )
+        _count_round(progress, WARMUP_ROUNDS + stops, stops)
         logs: dict[str, list[dict[str, Any]]] = {}
         counts: dict[str, dict[str, Any]] = {}
         for wait, route in routes.items():
