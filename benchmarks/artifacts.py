@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -104,6 +105,7 @@ def _deps(
     no_deps: list[str] | None = None,
     *,
     prune_botocore: bool = False,
+    say: Callable[[str], None] = lambda _: None,
 ) -> Path:
     """``pip install --target`` of ``requirements`` (and of ``no_deps`` without their
     dependencies) as wheels for ``python``, botocore pruned as the layer's build prunes it if
@@ -129,6 +131,7 @@ def _deps(
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
+    say(f"pip install of the {label} dependencies (once: cached in {target.parent})")
     # The dev venv's pip installs for the measured interpreter: wheels only, chosen by the
     # target's platform and version, as the layer's build installs them for Lambda.
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -185,11 +188,14 @@ def _copy_code(source: Path, target: Path) -> None:
     )
 
 
-def build(python: Interpreter) -> list[Artifact]:
+def build(python: Interpreter, say: Callable[[str], None] = lambda _: None) -> list[Artifact]:
     """Our function (function + layer), the typical template and the bare handler, for
-    ``python``."""
+    ``python``; ``say`` tells of the slow steps."""
     runtime = _deps(
-        python, "runtime", [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"]
+        python,
+        "runtime",
+        [f"boto3=={version('boto3')}", f"botocore=={version('botocore')}"],
+        say=say,
     )
     layer_deps = _deps(
         python,
@@ -197,8 +203,11 @@ def build(python: Interpreter) -> list[Artifact]:
         _requirements(LAYER_REQUIREMENTS),
         _requirements(TRACING_REQUIREMENTS),
         prune_botocore=True,
+        say=say,
     )
-    typical_deps = _deps(python, "typical", _requirements(PEERS / "typical" / "requirements.txt"))
+    typical_deps = _deps(
+        python, "typical", _requirements(PEERS / "typical" / "requirements.txt"), say=say
+    )
 
     built = CACHE / f"artifacts-cp{python.feature.replace('.', '')}"
     shutil.rmtree(built, ignore_errors=True)

@@ -5,7 +5,7 @@ Four processes besides this one: moto's server (``python -m local.fleet moto``, 
 emulation's fixes, as ``make fleet`` runs it); the stop route twice on uvicorn (this module's
 ``route`` command: the package's app and service, as ``make run`` and ``make fleet`` serve
 them), one with the wait off and one with it on; and one agent host (``python -m
-local.fleet_host``: one ``Worker`` embedded through its public API, as a fleet worker with
+local.fleet.host``: one ``Worker`` embedded through its public API, as a fleet worker with
 ``WORKER_QUEUE_PREFIX`` set, its queue of its own). The worker's settings are its defaults.
 
 Each round starts two conversations on the worker (register, claim, a loop that runs until
@@ -18,7 +18,7 @@ Measured for each stop: the answer's latency at the client (one keep-alive conne
 route, as API Gateway's integration keeps them), its ``X-Stop-Confirmation`` and
 ``X-Stop-Confirmed-Ms`` headers, and from the route's stop log line its
 ``confirmation_reads``. Each route also counts its own DynamoDB ``GetItem`` calls with a
-botocore hook (``local.fleet_costs.RequestCounter``), a check on the log lines' figure.
+botocore hook (``local.fleet.counter.RequestCounter``), a check on the log lines' figure.
 ``benchmarks.report`` holds the targets and renders the table.
 """
 
@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from local import fleet_host
+from benchmarks.progress import Progress
 from local.emulation import (
     DEMO_SESSION_KEY,
     ROOT,
@@ -49,9 +49,11 @@ from local.emulation import (
     create_stack,
     free_port,
     load_template,
+    run_route,
     stop_process,
     wait_for_port,
 )
+from local.fleet import host as fleet_host
 
 SMOKE_STOPS = 5
 FULL_STOPS = 100
@@ -93,7 +95,7 @@ class _Lines:
 
 
 class _Host:
-    """``python -m local.fleet_host``: ``start`` commands on stdin, JSON replies on stdout."""
+    """``python -m local.fleet.host``: ``start`` commands on stdin, JSON replies on stdout."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.process = fleet_host.spawn(env)
@@ -228,15 +230,26 @@ def commit() -> str:
 
 @contextmanager
 def _moto() -> Iterator[str]:
-    from local.fleet import _moto_process
+    from local.fleet.processes import moto_process
 
-    with _moto_process() as endpoint:
+    with moto_process() as endpoint:
         yield endpoint
 
 
-def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
+def _count_round(progress: Progress, number: int, stops: int) -> None:
+    """Rounds done: the warm-up's, then the counted stops'."""
+    if number < WARMUP_ROUNDS:
+        progress.count("warm-up rounds", number, WARMUP_ROUNDS)
+    else:
+        progress.count("confirmed stops, each way", number - WARMUP_ROUNDS, stops)
+
+
+def measure(
+    stops: int, wait_seconds: float = WAIT_SECONDS, progress: Progress | None = None
+) -> dict[str, Any]:
     """``stops`` stops with the wait off and as many with it on; the raw samples."""
     began = time.monotonic()
+    progress = progress or Progress()
     tag = uuid.uuid4().hex[:6]
     samples: list[dict[str, Any]] = []
     with ExitStack() as stack_of_processes, _moto() as endpoint:
@@ -248,7 +261,9 @@ def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
         routes = {"off": _Route(env, 0), "on": _Route(env, wait_seconds)}
         for route in routes.values():
             stack_of_processes.callback(route.close)
+        progress.say("moto's server, the worker and both routes are up")
         for number in range(WARMUP_ROUNDS + stops):
+            _count_round(progress, number, stops)
             ids = {wait: f"bench-{wait}-{number}-{tag}" for wait in routes}
             for conversation_id in ids.values():
                 host.start(conversation_id)
@@ -270,6 +285,7 @@ def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
                         "confirmed_ms": None if confirmed_ms is None else int(confirmed_ms),
                     }
                 )
+        _count_round(progress, WARMUP_ROUNDS + stops, stops)
         logs: dict[str, list[dict[str, Any]]] = {}
         counts: dict[str, dict[str, Any]] = {}
         for wait, route in routes.items():
@@ -306,24 +322,19 @@ def measure(stops: int, wait_seconds: float = WAIT_SECONDS) -> dict[str, Any]:
     }
 
 
-def serve_route(port: int, counts: Path) -> None:
+def route_process(port: int, counts: Path) -> None:
     """The route on uvicorn on 127.0.0.1:``port``, settings from the environment; at exit
     (SIGTERM) its AWS calls by kind are written to ``counts``."""
-    import uvicorn
     from openhands_stop.aws.clients import _session
-    from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.settings import Settings
-    from openhands_stop.wiring import build_service
 
-    from local.fleet_costs import RequestCounter
+    from local.fleet.counter import RequestCounter
 
     counter = RequestCounter()
     counter.install(_session())  # before the service makes its clients
-    app = create_app(build_service(Settings.from_environment()))
     # uvicorn shuts down on SIGTERM, then raises it again for the handler it found: let
     # that one return, so the counts below are written.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    run_route(port)
     counts.write_text(json.dumps(counter.snapshot()), "utf-8")
 
 
@@ -337,7 +348,7 @@ def main() -> None:
     run.add_argument("--stops", type=int, default=SMOKE_STOPS)
     args = parser.parse_args()
     if args.command == "route":
-        serve_route(args.port, args.counts)
+        route_process(args.port, args.counts)
     else:
         print(json.dumps(measure(args.stops), indent=2))
 

@@ -351,7 +351,7 @@ def quantile(values: list[float], fraction: float) -> float:
 
 def confirmed_figures(result: dict[str, Any]) -> dict[str, Any]:
     """A confirmed-stop run's samples (``benchmarks.confirmed.measure``) as figures."""
-    from local.fleet_costs import PRICES
+    from local.fleet.costs import PRICES
 
     by_wait = {wait: [s for s in result["samples"] if s["wait"] == wait] for wait in ("off", "on")}
     figures: dict[str, Any] = {}
@@ -421,7 +421,7 @@ def _optional_ms(value: float | None) -> str:
 
 def confirmed_table(result: dict[str, Any], *, alone: bool = False) -> str:
     """The confirmed-stop section: wait off against wait on, with the targets' verdicts."""
-    from local.fleet_costs import PRICES, PRICES_AS_OF
+    from local.fleet.costs import PRICES, PRICES_AS_OF
 
     f = confirmed_figures(result)
     off, on = f["off"], f["on"]
@@ -553,7 +553,7 @@ def confirmed_table(result: dict[str, Any], *, alone: bool = False) -> str:
         f"running conversations with the wait on and {off['stops']} with it off, one at a "
         f"time, the two interleaved, after {result['warmup_rounds']} warm-up rounds not "
         f"counted; each conversation registered and started by one real worker process "
-        f"(`local/fleet_host.py`: a `Worker` with `WORKER_QUEUE_PREFIX` set, its default "
+        f"(`local/fleet/host.py`: a `Worker` with `WORKER_QUEUE_PREFIX` set, its default "
         f"settings); moto's server, and the route on uvicorn in a process per setting, "
         f"CPython {result['python']} (the dev venv's); latency at the client over a "
         f"keep-alive connection on 127.0.0.1. Machine: {m['arch']}, {m['cpu']}, "
@@ -564,7 +564,7 @@ def confirmed_table(result: dict[str, Any], *, alone: bool = False) -> str:
         f"${PRICES['lambda_arm64_gb_second']:.10f} per GB-second (Lambda arm64), the extra "
         "strongly consistent reads at "
         f"${PRICES['dynamodb_read_unit'] * 1e6:g} per million read units; AWS on-demand "
-        f"list prices, us-east-1, as of {PRICES_AS_OF} (`local/fleet_costs.py`, where every "
+        f"list prices, us-east-1, as of {PRICES_AS_OF} (`local/fleet/costs.py`, where every "
         "price lives); Lambda's rounding of each invocation up to the millisecond and free "
         "tiers ignored. The request charge is the same either way."
     )

@@ -39,6 +39,8 @@ from typing import Any
 
 from benchmarks import confirmed, report
 from benchmarks.artifacts import CACHE, Artifact, Interpreter, build, interpreter, size
+from benchmarks.progress import Progress
+from local import doc_sections
 from local.emulation import (
     AWS_DUMMY_ENV,
     DEMO_SESSION_KEY,
@@ -48,6 +50,7 @@ from local.emulation import (
     moto_server,
     seed,
 )
+from local.machine import facts as host_facts
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -152,10 +155,13 @@ def _warm_lockstep(
     env: dict[str, str],
     level: str,
     plan: Plan,
+    *,
+    progress: Progress,
 ) -> dict[str, dict[str, Any]]:
     """One warm process per implementation, all alive at once, taking turns ``chunk``
     requests at a time until each has served ``count``: load falls on all of them alike."""
     count, chunk = plan.warm_count, plan.warm_chunk
+    phase = f"warm requests ({level}), each implementation"
     running: list[tuple[Artifact, subprocess.Popen[str], Path]] = []
     try:
         for artifact in artifacts:  # started one after another: inits do not overlap
@@ -170,6 +176,7 @@ def _warm_lockstep(
             running.append((artifact, process, result_file))
             _expect(process, "ready", artifact)
         served = 0
+        progress.count(phase, served, count)
         while served < count:
             step = min(chunk, count - served)
             for artifact, process, _ in running:
@@ -178,6 +185,7 @@ def _warm_lockstep(
                 process.stdin.flush()
                 _expect(process, "ok", artifact)
             served += step
+            progress.count(phase, served, count)
         results: dict[str, dict[str, Any]] = {}
         for artifact, process, result_file in running:
             assert process.stdin is not None
@@ -203,12 +211,20 @@ def _expect(process: subprocess.Popen[str], word: str, artifact: Artifact) -> No
 
 
 def _interleaved(
-    artifacts: list[Artifact], runs: int, one: Callable[[Artifact, int], dict[str, Any]]
+    artifacts: list[Artifact],
+    runs: int,
+    one: Callable[[Artifact, int], dict[str, Any]],
+    progress: Progress,
+    phase: str,
 ) -> dict[str, list[dict[str, Any]]]:
+    """``one`` for each artifact in turn, ``runs`` rounds; ``phase`` counts the processes."""
     results: dict[str, list[dict[str, Any]]] = {a.name: [] for a in artifacts}
+    total = runs * len(artifacts)
+    progress.count(phase, 0, total)
     for i in range(runs):
         for artifact in artifacts:
             results[artifact.name].append(one(artifact, i))
+            progress.count(phase, sum(map(len, results.values())), total)
     return results
 
 
@@ -223,9 +239,10 @@ def _percentile(samples: list[int], fraction: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))])
 
 
-def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
+def measure(plan: Plan, python: Interpreter, progress: Progress) -> dict[str, Any]:
     began = time.monotonic()
-    artifacts = build(python)
+    progress.say(f"building the artifacts for CPython {python.version}")
+    artifacts = build(python, say=progress.say)
     figures: dict[str, dict[str, Any]] = {a.name: {} for a in artifacts}
 
     with _aws() as stack:
@@ -244,7 +261,8 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
             seed(stack, {ids[0]: "RUNNING", ids[1]: "RUNNING", ids[2]: "STOPPED"})
             return _probe(python, artifact, "calls", env, *ids)
 
-        for name, runs in _interleaved(artifacts, plan.cold_runs, cold).items():
+        cold_starts = _interleaved(artifacts, plan.cold_runs, cold, progress, "cold starts")
+        for name, runs in cold_starts.items():
             figures[name]["cold_start_ms"] = statistics.median(
                 1000 * (r["import_s"] + r["first_s"]) for r in runs
             )
@@ -254,7 +272,7 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
             figures[name]["cold_start_fastest_ms"] = min(
                 1000 * (r["import_s"] + r["first_s"]) for r in runs
             )
-        for name, runs in _interleaved(artifacts, 1, calls).items():
+        for name, runs in _interleaved(artifacts, 1, calls, progress, "AWS calls").items():
             figures[name]["calls"] = runs[0]["counts"]
 
     stub_env = {**OFFLINE_FUNCTION_ENV, "AWS_ENDPOINT_URL": NOWHERE}
@@ -273,7 +291,8 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
     def importtime(artifact: Artifact, _: int) -> dict[str, Any]:
         return _probe(python, artifact, "importtime", stub_env, options=("-X", "importtime"))
 
-    for name, runs in _interleaved(artifacts, plan.init_runs, init).items():
+    inits = _interleaved(artifacts, plan.init_runs, init, progress, "cold inits (stubbed AWS)")
+    for name, runs in inits.items():
         figures[name]["cold_init_ms"] = statistics.median(1000 * r["import_s"] for r in runs)
         figures[name]["cold_init_fastest_ms"] = min(1000 * r["import_s"] for r in runs)
         figures[name]["cold_init_cpu_ms"] = statistics.median(
@@ -286,10 +305,13 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
     figures["ours"]["cold_init_traced_ms"] = statistics.median(
         1000 * r["import_s"] for r in traced_runs
     )
-    for name, runs in _interleaved(artifacts, plan.importtime_runs, importtime).items():
+    importtimes = _interleaved(
+        artifacts, plan.importtime_runs, importtime, progress, "-X importtime processes"
+    )
+    for name, runs in importtimes.items():
         figures[name]["importtime_us"] = [_importtime_by_package(r["stderr"]) for r in runs]
     for level in ("http", "sdk"):
-        warm = _warm_lockstep(python, artifacts, stub_env, level, plan)
+        warm = _warm_lockstep(python, artifacts, stub_env, level, plan, progress=progress)
         for name, result in warm.items():
             if result["status"] != 200:
                 raise RuntimeError(f"{name}: a stubbed stop answered {result}")
@@ -321,21 +343,8 @@ def measure(plan: Plan, python: Interpreter) -> dict[str, Any]:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text("utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "arch": platform.machine(),
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "system": f"{platform.system()} {platform.release()}",
-    }
+    """Today's date and the host's facts (``local.machine``)."""
+    return {"date": time.strftime("%Y-%m-%d", time.gmtime()), **host_facts()}
 
 
 def stdlib_modules(python: Interpreter) -> set[str]:
@@ -381,11 +390,13 @@ def main() -> None:
     name = "smoke" if args.smoke else "latest"
     sections: dict[str, str] = {}
     missed: list[str] = []
+    progress = Progress()
     if not args.only_confirmed:
-        sections, missed = _compare(args, name)
+        sections, missed = _compare(args, name, progress)
     stops = args.confirmed_stops or (confirmed.SMOKE_STOPS if args.smoke else confirmed.FULL_STOPS)
-    print(f"the confirmed stop: {stops} stops each way, against a worker", file=sys.stderr)
-    result = {**confirmed.measure(stops), "machine": machine()}
+    progress.context = ""
+    progress.say(f"the confirmed stop: {stops} stops each way, against a worker")
+    result = {**confirmed.measure(stops, progress=progress), "machine": machine()}
     (CACHE / f"{name}-confirmed.json").write_text(json.dumps(result, indent=2), "utf-8")
     section = report.confirmed_table(result, alone=args.only_confirmed)
     print(f"\n{section}", flush=True)
@@ -398,7 +409,9 @@ def main() -> None:
         update_docs({**sections, "bench-confirmed": section})
 
 
-def _compare(args: argparse.Namespace, name: str) -> tuple[dict[str, str], list[str]]:
+def _compare(
+    args: argparse.Namespace, name: str, progress: Progress
+) -> tuple[dict[str, str], list[str]]:
     """Ours against the peers (``--runs`` times): the docs' sections, the targets missed."""
     plan = SMOKE if args.smoke else FULL
     plan = Plan(
@@ -411,8 +424,9 @@ def _compare(args: argparse.Namespace, name: str) -> tuple[dict[str, str], list[
     python = interpreter(args.python)
     reports = []
     for number in range(1, args.runs + 1):
-        print(f"run {number} of {args.runs} on CPython {python.version}", file=sys.stderr)
-        reports.append(measure(plan, python))
+        progress.context = f"run {number} of {args.runs}: "
+        progress.say(f"on CPython {python.version}")
+        reports.append(measure(plan, python, progress))
         for path in (CACHE / f"{name}.json", CACHE / f"{name}-run-{number}.json"):
             path.write_text(json.dumps(reports[-1], indent=2), "utf-8")
         print(report.table(reports[-1]), flush=True)
@@ -432,13 +446,11 @@ def _compare(args: argparse.Namespace, name: str) -> tuple[dict[str, str], list[
 
 
 def update_docs(sections: dict[str, str], docs: Path = DOCS) -> None:
-    """Replace each section's text between its markers (``<!-- name -->``) in the docs."""
+    """Replace each section's text between its markers (``<!-- name -->`` and
+    ``<!-- /name -->``) in the docs."""
     text = docs.read_text("utf-8")
     for name, body in sections.items():
-        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        before, rest = text.split(start, 1)
-        _, after = rest.split(end, 1)
-        text = f"{before}{start}\n{body}\n{end}{after}"
+        text = doc_sections.replace_body(text, doc_sections.Markers.named(name), body)
     docs.write_text(text, "utf-8")
 
 

@@ -12,10 +12,12 @@ flight when the poll began locked for its whole wait (``local.fifo_moto``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -238,6 +240,57 @@ def moto_server(port: int | None = None) -> Iterator[str]:
         yield f"http://127.0.0.1:{chosen}"
     finally:
         server.stop()
+
+
+def route_app(env: Mapping[str, str] | None = None) -> Any:
+    """The stop route's ASGI app, as the function builds it: the package's app and service,
+    settings from ``env`` (else this process's environment). The one place outside the
+    function and the tests' fixtures that names the package's app, settings and wiring."""
+    from openhands_stop.edge.app import create_app
+    from openhands_stop.edge.settings import Settings
+    from openhands_stop.wiring import build_service
+
+    return create_app(build_service(Settings.from_environment(env)))
+
+
+def _route_server(env: Mapping[str, str] | None, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        route_app(env), host="127.0.0.1", port=port, log_level=log_level, access_log=False
+    )
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_route(
+    env: Mapping[str, str] | None = None, *, port: int | None = None, log_level: str = "error"
+) -> Iterator[str]:
+    """The stop route (``route_app(env)``) on uvicorn in a thread, on 127.0.0.1:``port`` (else
+    a free port), for as long as the block runs; yields its URL."""
+    server = _route_server(env, port or free_port(), log_level)
+    thread = threading.Thread(target=server.run, name="stop-route", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the stop route did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def run_route(port: int, env: Mapping[str, str] | None = None, *, log_level: str = "error") -> None:
+    """The same server in the foreground, until Ctrl-C or SIGTERM (its clean shutdown):
+    ``make run``'s, and a route in a process of its own (the load run's, the benchmark's)."""
+    server = _route_server(env, port, log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(f"the stop route did not start on 127.0.0.1:{port}")
 
 
 def use_dummy_credentials() -> None:

@@ -40,6 +40,7 @@ from local.emulation import (
     Stack,
     create_stack,
     free_port,
+    run_route,
     stop_process,
     wait_for_port,
 )
@@ -290,16 +291,6 @@ def _judge(result: LoadResult, drainer: _Drainer) -> None:
     result.failures = [name for name, failed in checks.items() if failed]
 
 
-def _serve(port: int) -> None:
-    import uvicorn
-    from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.settings import Settings
-    from openhands_stop.wiring import build_service
-
-    app = create_app(build_service(Settings.from_environment()))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 def _moto(port: int) -> None:
     from local.emulation import moto_server
 
@@ -318,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.role == "serve":
-        _serve(args.port)
+        run_route(args.port, log_level="warning")
         return 0
     if args.role == "moto":
         _moto(args.port)

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 
-import uvicorn
-
 from local.emulation import (
     DEMO_CONVERSATIONS,
     DEMO_SESSION_KEY,
     Stack,
     create_stack,
     moto_server,
+    run_route,
     seed,
     stop_process,
 )
@@ -38,17 +37,12 @@ def main() -> None:
         seed(stack, {**DEMO_CONVERSATIONS, DEMO_AGENT: "STARTING"})
         # The stack's default StopWaitSeconds: the stop answers once the loop has stopped.
         os.environ.update({**stack.function_environment(), "STOP_WAIT_SECONDS": "5"})
-        # Imported only now: the service reads its settings from the environment just set.
-        from openhands_stop.edge.app import create_app
-        from openhands_stop.edge.settings import Settings
-        from openhands_stop.wiring import build_service
-
-        app = create_app(build_service(Settings.from_environment()))
         worker = _start_worker(stack)
         try:
             _wait_for_claim(stack, worker)
             print(_banner(args.port, endpoint, stack), flush=True)
-            uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+            # The service reads its settings from the environment just set.
+            run_route(args.port, log_level="warning")
         finally:
             stop_process(worker)  # SIGTERM: the worker's clean shutdown
 

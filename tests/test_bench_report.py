@@ -11,7 +11,7 @@ import pytest
 from benchmarks import report
 from benchmarks.artifacts import Artifact
 from benchmarks.run import DOCS, IMPORTTIME_MARKER, _environment, _importtime_by_package
-from local.fleet_costs import PRICES_AS_OF
+from local.fleet.costs import PRICES_AS_OF
 
 
 def test_the_breakdown_counts_only_the_handlers_imports_by_top_level_package() -> None:

@@ -1,6 +1,6 @@
 """`make fleet`, small: worker processes, the route over HTTP, moto's server, one SIGKILL.
 
-The run is the harness of ``make fleet`` (local/fleet.py) at the size ``SMALL``: 4 workers,
+The run is the harness of ``make fleet`` (the package local/fleet) at the size ``SMALL``: 4 workers,
 two of them with their wall clocks 15 minutes ahead and behind, 24 conversations, each
 started and stopped twice, one worker killed partway and another hung past the orphan age.
 Only counts are asserted here, never times.
@@ -13,19 +13,12 @@ from typing import Any
 
 import pytest
 
-from local.fleet import (
-    SECTION_BEGIN,
-    SECTION_END,
-    SMALL,
-    TIMING_FAILURES,
-    FleetResult,
-    Run,
-    existing_section,
-    render_section,
-    run_fleet,
-    splice_section,
-    wrong_kill,
-)
+from local.fleet.checks import TIMING_FAILURES
+from local.fleet.config import SMALL
+from local.fleet.render import SECTION, existing_section, render_section, splice_section
+from local.fleet.result import FleetResult, TrackedRun
+from local.fleet.scenario import run_fleet
+from local.fleet.tally import wrong_kill
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +145,12 @@ def test_the_fleet_section_replaces_its_predecessor_and_keeps_the_rest() -> None
     document = "# Title\n\nintro\n\n## Load\n\nload table\n\n## Every test\n\nrows\n"
 
     once = splice_section(document, first)
-    assert once.index(SECTION_BEGIN) < once.index("## Every test")
+    assert once.index(SECTION.begin) < once.index("## Every test")
     assert once.replace(first, "") == document.replace("## Every test", "\n## Every test", 1)
 
     second = render_section(FleetResult(config=SMALL, stops_sent=7, stops_answered=5))
     twice = splice_section(once, second)
-    assert twice.count(SECTION_BEGIN) == twice.count(SECTION_END) == 1
+    assert twice.count(SECTION.begin) == twice.count(SECTION.end) == 1
     assert existing_section(twice) == second
     assert "5 of 7" in twice
     assert "3 of 3" not in twice
@@ -178,10 +171,10 @@ def _ended(at: float, run_id: str = "run-1") -> dict[str, Any]:
 
 def test_a_loop_ending_before_its_stop_was_sent_is_a_wrong_kill() -> None:
     sent = 1_800_000_000.5
-    run = Run("conversation", "run-1", host=0, cycle=0, stop_sent_at=sent)
+    run = TrackedRun("conversation", "run-1", host=0, cycle=0, stop_sent_at=sent)
     assert wrong_kill(_ended(sent + 0.2), run) is None
     # Stamped by the line's own time, not by when the harness read it.
     assert wrong_kill(_ended(sent - 0.5), run) == "it ended before its stop was sent"
-    never_targeted = Run("conversation", "run-1", host=0, cycle=0)
+    never_targeted = TrackedRun("conversation", "run-1", host=0, cycle=0)
     assert wrong_kill(_ended(sent), never_targeted) == "no stop was ever sent for it"
     assert wrong_kill(_ended(sent, "unknown"), None) == "a run the harness never started"

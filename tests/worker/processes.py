@@ -14,12 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
-import uvicorn
-from openhands_stop.edge.app import create_app
-from openhands_stop.edge.settings import Settings
-from openhands_stop.wiring import build_service
-
-from local.emulation import Stack, free_port
+from local.emulation import Stack, serve_route
 
 DEADLINE_SECONDS = 15.0
 
@@ -27,17 +22,8 @@ DEADLINE_SECONDS = 15.0
 @contextmanager
 def stop_api(stack: Stack) -> Iterator[str]:
     """The stop route served by uvicorn on a free 127.0.0.1 port; yields its base URL."""
-    app = create_app(build_service(Settings.from_environment(stack.function_environment())))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, "the stop API to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE_SECONDS)
+    with serve_route(stack.function_environment()) as url:
+        yield url
 
 
 class WorkerProcess:

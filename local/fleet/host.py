@@ -1,6 +1,6 @@
 """An agent host for ``make fleet``: one worker embedded through its public Python API.
 
-    python -m local.fleet_host      # settings from the environment, as any worker's
+    python -m local.fleet.host      # settings from the environment, as any worker's
 
 It reads commands on stdin, one a line, and answers each on stdout as one JSON object:
 
@@ -41,8 +41,9 @@ from openhands_stop.worker.clock import Clock
 from openhands_stop.worker.logs import configure_json_logging
 
 from local.emulation import ROOT
-from local.fleet_costs import RequestCounter
-from local.fleet_faults import CLOCK_OFFSET_VARIABLE
+from local.fleet.counter import RequestCounter
+
+CLOCK_OFFSET_VARIABLE = "FLEET_CLOCK_OFFSET_SECONDS"  # read here alone
 
 
 def emit(**fields: Any) -> None:
@@ -131,7 +132,7 @@ def spawn(env: dict[str, str]) -> subprocess.Popen[str]:
     """This module as a host process: commands on its stdin, lines on stdout and stderr
     (``make fleet``'s hosts and ``make bench``'s confirmed-stop worker)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "local.fleet_host"],
+        [sys.executable, "-m", "local.fleet.host"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,

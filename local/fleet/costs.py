@@ -1,30 +1,19 @@
-"""What ``make fleet``'s AWS requests cost: counted by kind in every process, priced in one place.
+"""What ``make fleet``'s AWS requests cost, priced in one place (``PRICES``).
 
-Each agent host (``local.fleet_host``) and the route (in ``local.fleet``'s process) install a
-``RequestCounter`` on the package's one botocore session (``openhands_stop.aws.clients``)
-before any client is made: botocore's ``before-parameter-build`` hook labels each call
-(service, operation, and what it is for: a liveness item or a row, an index, a worker's queue
-or the stack's), ``before-call`` counts it, ``after-call`` adds the read units of what a read
-returned (DynamoDB's rounding: 4 KB per unit, half for an eventually consistent read or any
-index Query). Writes are counted as one unit each: every item here is far below 1 KB (the
-run measures the largest row).
-
-``render_costs`` turns the counts of a run into the generated section of docs/performance.md:
-requests per worker-minute and per run-hour by kind, and a cost model at the worker's default
-settings, priced with ``PRICES``.
+The requests are counted by kind in every process (``local.fleet.counter``) and gathered in
+``Costs``. ``render_costs`` turns the counts of a run into the generated section of
+docs/performance.md: requests per worker-minute and per run-hour by kind, and a cost model at
+the worker's default settings, priced with ``PRICES``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-COSTS_BEGIN = "<!-- fleet-costs:begin -->"
-COSTS_END = "<!-- fleet-costs:end -->"
+from local import doc_sections
+
+COSTS = doc_sections.Markers("<!-- fleet-costs:begin -->", "<!-- fleet-costs:end -->")
 
 PRICES_AS_OF = (
     "November 2024 (AWS's public price pages as known to this project: DynamoDB on-demand "
@@ -45,159 +34,12 @@ first 7.5 billion GB-seconds a month; ``make bench``'s confirmed-stop section pr
 with it); free tiers ignored."""
 
 MONTH_SECONDS = 30 * 24 * 3600
-WORKER_QUEUE_MARK = "_cancel-worker-"  # in every worker queue's name (aws/cancel_queue.py)
 BACKSTOP_KIND = "dynamodb.Query runs-by-worker (backstop)"
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    """DynamoDB's size of an item in the wire format: names plus values."""
-    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
-
-
-def _value_bytes(value: Any) -> int:  # noqa: PLR0911 - one answer per DynamoDB type
-    if not isinstance(value, dict) or len(value) != 1:
-        return 1
-    ((kind, inner),) = value.items()
-    if kind in {"S", "B"}:
-        return len(str(inner).encode())
-    if kind == "N":
-        return len(str(inner).strip("-").replace(".", "").lstrip("0")) // 2 + 2
-    if kind in {"SS", "NS", "BS"}:
-        return sum(len(str(element).encode()) for element in inner)
-    if kind == "M":
-        return 3 + _item_bytes(inner)
-    if kind == "L":
-        return 3 + sum(1 + _value_bytes(element) for element in inner)
-    return 1
-
-
-def _label(  # noqa: PLR0911
-    service: str,
-    operation: str,
-    params: dict[str, Any],
-    own_instance: Callable[[], str] | None = None,
-) -> str:
-    """The kind of one call: operation, plus what it is for."""
-    kind = f"{service}.{operation}"
-    if service == "dynamodb":
-        key = str(params.get("Key", {}).get("conversation_id", {}).get("S", ""))
-        if operation == "Query" and params.get("IndexName") == "runs-by-worker":
-            named = params.get("ExpressionAttributeValues", {}).get(":instance", {}).get("S")
-            whose = "backstop" if own_instance is None or named == own_instance() else "clean-up"
-            return f"{kind} runs-by-worker ({whose})"
-        if operation == "Query":
-            return f"{kind} {params.get('IndexName', 'table')}"
-        if operation in {"UpdateItem", "DeleteItem"} and key.startswith("worker#"):
-            return f"{kind} liveness"
-        if operation == "UpdateItem":
-            values = params.get("ExpressionAttributeValues", {})
-            for marker, purpose in (
-                (":new_instance", "move_run"),
-                (":worker", "claim"),
-                (":instance", "release_lost"),
-                (":via", "run_ended"),
-            ):
-                if marker in values:
-                    return f"{kind} {purpose}"
-            if "registered_at" in str(params.get("UpdateExpression", "")):
-                return f"{kind} register"
-            return f"{kind} row"
-        return kind
-    if service == "sqs":
-        url = str(params.get("QueueUrl", ""))
-        if url:
-            return f"{kind} {'worker' if WORKER_QUEUE_MARK in url else 'stack'}"
-    return kind
-
-
-class RequestCounter:
-    """Counts one process's AWS requests by kind, with the read units reads consumed."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[str] = Counter()
-        self.read_units: dict[str, float] = {}
-        self.items_returned: Counter[str] = Counter()
-        self.bytes_returned: Counter[str] = Counter()
-        self.own_instance: Callable[[], str] | None = None  # tells the backstop's Query apart
-
-    def install(self, session: Any) -> None:
-        """Register on a botocore session: clients made from it afterwards are counted."""
-        session.register("before-parameter-build", self._before_build)
-        session.register("before-call", self._before_call)
-        session.register("after-call", self._after_call)
-
-    def _before_build(self, params: dict[str, Any], model: Any, context: Any, **_: Any) -> None:
-        service = model.service_model.service_name
-        consistent = bool(params.get("ConsistentRead")) and "IndexName" not in params
-        if model.name == "BatchGetItem":
-            consistent = all(
-                bool(request.get("ConsistentRead"))
-                for request in params.get("RequestItems", {}).values()
-            )
-        label = _label(service, model.name, params, self.own_instance)
-        context["fleet_kind"] = (label, consistent)
-
-    def _before_call(self, model: Any, context: Any, **_: Any) -> None:
-        kind, _consistent = context.get("fleet_kind", (model.name, False))
-        with self._lock:
-            self.requests[kind] += 1
-
-    def _after_call(self, parsed: Any, model: Any, context: Any, **_: Any) -> None:
-        if model.name not in {"Query", "GetItem", "BatchGetItem", "Scan"}:
-            return
-        kind, consistent = context.get("fleet_kind", (model.name, False))
-        if not isinstance(parsed, dict):
-            return
-        factor = 1.0 if consistent else 0.5
-        if model.name == "GetItem":
-            sizes = [_item_bytes(parsed.get("Item") or {})]
-            units = factor * max(1, math.ceil(sizes[0] / 4096))
-        elif model.name == "BatchGetItem":
-            sizes = [
-                _item_bytes(item)
-                for items in parsed.get("Responses", {}).values()
-                for item in items
-            ]
-            units = factor * sum(max(1, math.ceil(size / 4096)) for size in sizes)
-        else:
-            sizes = [_item_bytes(item) for item in parsed.get("Items", [])]
-            units = factor * max(1, math.ceil(sum(sizes) / 4096))
-        with self._lock:
-            self.read_units[kind] = self.read_units.get(kind, 0.0) + units
-            self.items_returned[kind] += len(sizes) if model.name != "GetItem" else 1
-            self.bytes_returned[kind] += sum(sizes)
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        with self._lock:
-            return {
-                "requests": dict(self.requests),
-                "read_units": dict(self.read_units),
-                "items": dict(self.items_returned),
-                "bytes": dict(self.bytes_returned),
-            }
-
-
-def add(total: dict[str, dict[str, float]], part: dict[str, Any]) -> None:
-    """Sum a snapshot into ``total`` (both shaped as ``snapshot()``)."""
-    for section, values in part.items():
-        if isinstance(values, dict):
-            into = total.setdefault(section, {})
-            for kind, value in values.items():
-                into[kind] = into.get(kind, 0) + value
-
-
-def subtract(after: dict[str, Any], before: dict[str, Any]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for section, values in after.items():
-        earlier = before.get(section, {})
-        out[section] = {k: v - earlier.get(k, 0) for k, v in values.items()}
-    return out
 
 
 @dataclass
 class Costs:
-    """A run's counts, gathered by ``local.fleet``."""
+    """A run's counts, gathered by ``local.fleet.tally`` and ``local.fleet.shutdown``."""
 
     workers: dict[str, dict[str, float]] = field(default_factory=dict)  # summed over hosts
     worker_minutes: float = 0.0  # of the hosts that reported (the killed one cannot)
@@ -238,7 +80,7 @@ class Costs:
         return size / items if items else 200.0
 
 
-def _defaults() -> dict[str, float]:
+def defaults() -> dict[str, float]:
     from openhands_stop.worker import WorkerSettings
 
     fields = WorkerSettings.model_fields
@@ -267,7 +109,7 @@ def _unit_price(kind: str, read_units_per_call: float) -> float:
 
 def liveness_per_worker_month() -> tuple[dict[str, float], float]:
     """Requests per worker per month at the default settings, and their dollars."""
-    d = _defaults()
+    d = defaults()
     beats = MONTH_SECONDS / d["heartbeat"]
     polls = 2 * MONTH_SECONDS / d["wait"]  # its own queue and the stack's, empty long polls
     requests = {
@@ -286,7 +128,7 @@ def liveness_per_worker_month() -> tuple[dict[str, float], float]:
 def backstop_per_thousand_runs(runs_per_worker: int, row_bytes: float) -> tuple[float, float]:
     """Backstop Queries and read units per month for 1,000 concurrent idle runs held
     ``runs_per_worker`` to a worker, at the default interval."""
-    d = _defaults()
+    d = defaults()
     workers = math.ceil(1000 / runs_per_worker)
     queries = workers * MONTH_SECONDS / d["backstop"]
     units = queries * 0.5 * max(1, math.ceil(runs_per_worker * row_bytes / 4096))
@@ -328,7 +170,7 @@ def _stop_dollars(costs: Costs, per_stop: dict[str, float]) -> float:
 
 def render_costs(costs: Costs, *, commit: str, generated: str, fleet_settings: str) -> str:
     """The generated cost section of docs/performance.md, markers included."""
-    d = _defaults()
+    d = defaults()
     kinds = sorted(costs.workers.get("requests", {}))
     measured = [
         f"| {kind} | {costs.per_worker_minute(kind):,.1f} | {costs.per_run_hour(kind):,.0f} |"
@@ -354,14 +196,14 @@ def render_costs(costs: Costs, *, commit: str, generated: str, fleet_settings: s
     measured_idle = costs.backstop_units_per_idle_run_hour()
     at_default = costs.backstop_units_per_idle_run_hour(d["backstop"])
     lines = [
-        COSTS_BEGIN,
+        COSTS.begin,
         "## What the requests cost (generated by `make fleet`)",
         "",
-        "<!-- Generated by `make fleet` (local/fleet_costs.py); replaced on each run. -->",
+        "<!-- Generated by `make fleet` (local/fleet/costs.py); replaced on each run. -->",
         "",
         f"Generated {generated} from commit `{commit or 'unknown'}`. Requests are counted by "
         "kind in every worker process and in the route with a botocore `before-call` hook "
-        "(`local/fleet_costs.py`); read units from the size of what each read returned. "
+        "(`local/fleet/costs.py`); read units from the size of what each read returned. "
         f"Prices: AWS on-demand list prices for us-east-1 as of {PRICES_AS_OF}: DynamoDB "
         "$0.625 per million write request units, $0.125 per million read request units (a "
         "strongly consistent read or a Query of up to 4 KB is 1 unit, an eventually "
@@ -436,18 +278,11 @@ def render_costs(costs: Costs, *, commit: str, generated: str, fleet_settings: s
         "interval), or accept that cost: 1,000 such workers pay "
         f"{_money(backstop_per_thousand_runs(1, row_bytes)[1] * PRICES['dynamodb_read_unit'])}"
         " a month for it.",
-        COSTS_END,
+        COSTS.end,
     ]
     return "\n".join(lines) + "\n"
 
 
 def splice_costs(document: str, section: str) -> str:
     """Replace the cost section (or append it) and keep the rest of the document."""
-    begin = document.find(COSTS_BEGIN)
-    end = document.find(COSTS_END, begin)
-    if begin < 0 or end < 0:
-        return document.rstrip("\n") + "\n\n" + section
-    end += len(COSTS_END)
-    if document.startswith("\n", end):
-        end += 1
-    return document[:begin] + section + document[end:]
+    return doc_sections.splice(document, COSTS, section)

@@ -5,6 +5,7 @@ Every stop's answer carries ``X-Stop-Confirmation``. A stop of a run on a health
 ``X-Stop-Confirmed-Ms`` gives the confirmation latency. Right after the SIGKILL, a few of the
 killed worker's running runs are stopped before its peers release them: each of those
 answers within the wait (plus a margin) and is never ``confirmed``: no loop was there to end.
+The targets are rows of ``local.fleet.checks``.
 """
 
 from __future__ import annotations
@@ -61,68 +62,3 @@ class Confirmations:
             return None
         ordered = sorted(self.confirmed_ms)
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def checks(confirmations: Confirmations, wait_seconds: float, killed: bool) -> dict[str, bool]:
-    """Each failure name, and whether it happened (none when the wait is off)."""
-    if wait_seconds <= 0:
-        return {}
-    found = {CONFIRMED_MISSED: confirmations.healthy_confirmed != confirmations.healthy}
-    if killed:
-        bound_ms = (wait_seconds + ANSWER_MARGIN_SECONDS) * 1000
-        found[DEAD_CONFIRMED] = confirmations.dead.get("confirmed", 0) != 0
-        found[DEAD_SLOW] = any(ms > bound_ms for ms in confirmations.dead_waited_ms)
-    return found
-
-
-def rows(
-    confirmations: Confirmations, wait_seconds: float, killed: bool
-) -> list[tuple[str, str, str, bool]]:
-    """The rendered table's rows: figure, value, target, met."""
-    if wait_seconds <= 0:
-        return []
-    p50, p99 = confirmations.percentile(0.5), confirmations.percentile(0.99)
-    share = (
-        confirmations.healthy_confirmed / confirmations.healthy if confirmations.healthy else 0.0
-    )
-    found = [
-        (
-            f"Stops of healthy workers' runs confirmed (STOP_WAIT_SECONDS={wait_seconds:g})",
-            f"{confirmations.healthy_confirmed:,} of {confirmations.healthy:,} ({share:.2%}); "
-            f"confirmation p50 / p99 {_ms(p50)} / {_ms(p99)}"
-            + (
-                f"; not: {', '.join(confirmations.healthy_unconfirmed_examples)}"
-                if confirmations.healthy_unconfirmed_examples
-                else ""
-            ),
-            "100%",
-            confirmations.healthy_confirmed == confirmations.healthy,
-        ),
-        (
-            "Answers by X-Stop-Confirmation (every 200)",
-            ", ".join(f"{k} {v:,}" for k, v in sorted(confirmations.outcomes.items())) or "none",
-            "",
-            True,
-        ),
-    ]
-    if killed:
-        slowest = max(confirmations.dead_waited_ms, default=None)
-        at_client = max(confirmations.dead_answer_ms, default=None)
-        bound = wait_seconds + ANSWER_MARGIN_SECONDS
-        found.append(
-            (
-                "Stops of the killed worker's runs before their release",
-                f"{sum(confirmations.dead.values())} answered: "
-                f"{', '.join(f'{k} {v}' for k, v in sorted(confirmations.dead.items())) or 'none'}"
-                f"; slowest {_ms(slowest)} in the route (X-Stop-Waited-Ms), "
-                f"{_ms(at_client)} at the harness's client",
-                f"never confirmed, each within {bound:g} s in the route",
-                confirmations.dead.get("confirmed", 0) == 0
-                and (slowest is None or slowest <= bound * 1000),
-            )
-        )
-    return found
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.0f} ms"
