@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from openhands_stop.aws.claims import RUNS_BY_WORKER_INDEX
-from openhands_stop.aws.conversation_table import PARTITION_KEY
-from openhands_stop.aws.worker_roster import WORKERS_INDEX
+from openhands_stop.constants import PARTITION_KEY, RUNS_BY_WORKER_INDEX, WORKERS_INDEX
 
 from local.emulation import Stack, load_template, table_definition
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from openhands_stop.aws.clients import CLIENT_CONFIG
+from openhands_stop.constants import INSTANCE_HEX_DIGITS
 from openhands_stop.edge.settings import Settings
 
 from local.emulation import table_definition
@@ -30,7 +31,8 @@ WORKER_QUEUE_PREFIX = "${AWS::StackName}_cancel-worker-"
 WORKER_QUEUES_ARN = (
     "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
     + WORKER_QUEUE_PREFIX
-    + "????????????.fifo"
+    + "?" * INSTANCE_HEX_DIGITS
+    + ".fifo"
 )
 ACCOUNT_QUEUES_ARN = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"
 STACK_ALARMS_ARN = (

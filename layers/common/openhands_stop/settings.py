@@ -12,7 +12,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openhands_stop.aws.worker_queues import max_prefix_length
+from openhands_stop.constants import WORKER_QUEUE_PREFIX_MAX
 
 
 class EnvironmentSettings(BaseModel):
@@ -34,5 +34,5 @@ class StackResources(EnvironmentSettings):
     # The fleet's workers' own queues are named under it (the stack's `WorkerQueuePrefix`):
     # the route sends a run's cancel there only, and each worker makes its queue there.
     worker_queue_prefix: str = Field(
-        alias="WORKER_QUEUE_PREFIX", default="", max_length=max_prefix_length()
+        alias="WORKER_QUEUE_PREFIX", default="", max_length=WORKER_QUEUE_PREFIX_MAX
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.constants import LONG_POLL_SECONDS_MAX
 from openhands_stop.domain.ports import ReceivedMessage
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from openhands_stop.aws.failures import dependency_call, is_missing_queue
+from openhands_stop.constants import INSTANCE_HEX_DIGITS
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import CancelMessage
 
@@ -48,9 +49,10 @@ class QueueName:
 
 
 def worker_queue_pattern(prefix: str) -> re.Pattern[str]:
-    """A worker queue's name: the stack's prefix, the worker's 12 hex, ``.fifo``; nothing
-    else (the template's IAM grants exactly ``<prefix>????????????.fifo``)."""
-    return re.compile(re.escape(prefix) + r"[0-9a-f]{12}\.fifo")
+    """A worker queue's name: the stack's prefix, the worker's instance (``INSTANCE_HEX_DIGITS``
+    hex), ``.fifo``; nothing else (the template's IAM grants exactly
+    ``<prefix>????????????.fifo``: tests/template/test_template.py)."""
+    return re.compile(re.escape(prefix) + f"[0-9a-f]{{{INSTANCE_HEX_DIGITS}}}" + r"\.fifo")
 
 
 class CancelDestinations:

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from openhands_stop.aws.conversation_table import (
-    PARTITION_KEY,
     conditional_update,
     held_run_from_item,
     record_from_item,
     timestamp,
 )
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.constants import PARTITION_KEY, RUNS_BY_WORKER_INDEX
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import ConversationRecord, ConversationStatus, RunEnd
 from openhands_stop.domain.ports import ClaimResult, HeldRun
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_GET_MAX_KEYS",
-    "RUNS_BY_WORKER_INDEX",
     "ClaimResult",
     "DynamoClaimTable",
     "HeldRun",
@@ -42,9 +41,6 @@ _RUN_FIELDS = (
     "stop_request_id, stopped_at, stopped_from, stopped_version, stop_source_ip, "
     "stop_user_agent, stop_reason, loop_stopped_at, loop_stopped_via"
 )
-
-RUNS_BY_WORKER_INDEX = "runs-by-worker"
-"""The table's sparse index of rows by ``worker_instance`` (template.yaml): a worker's runs."""
 
 _REGISTER: dict[str, Any] = {
     # A restart forgets the previous run entirely: its late cancel names a run that is no

@@ -8,9 +8,9 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from openhands_stop.constants import SESSION_KEY_HEADER
 from openhands_stop.domain.errors import DependencyFailure
 
-SESSION_KEY_HEADER = "X-Session-API-Key"
 GUARDED_PREFIX = "/api/"
 """Everything under /api needs the key, as under OpenHands' own /api router."""
 
