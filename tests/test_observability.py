@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from openhands_stop.edge import observability
-from openhands_stop.edge.lambda_entry import build_handler
 from openhands_stop.edge.settings import Settings
+from openhands_stop.lambda_entry import build_handler
 
 from local.emulation import Stack
 from local.invoke import LambdaContext
@@ -203,7 +203,7 @@ def test_tracing_is_on_only_when_explicitly_enabled(value: str | None, enabled: 
 
 _IMPORT_PROBE = """
 import sys
-from openhands_stop.edge.lambda_entry import build_handler
+from openhands_stop.lambda_entry import build_handler
 from openhands_stop.edge.settings import Settings
 build_handler(Settings(CONVERSATIONS_TABLE_NAME="t", CANCEL_QUEUE_URL="q",
                        SESSION_API_KEY_SECRET_ID="s"))

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.app import logger as app_logger
-from openhands_stop.edge.lambda_entry import build_handler
 from openhands_stop.edge.settings import Settings
+from openhands_stop.lambda_entry import build_handler
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
