@@ -312,14 +312,14 @@ def serve_route(port: int, counts: Path) -> None:
     import uvicorn
     from openhands_stop.aws.clients import _session
     from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.settings import Settings
+    from openhands_stop.edge.settings import RouteSettings
     from openhands_stop.wiring import build_service
 
     from local.fleet_costs import RequestCounter
 
     counter = RequestCounter()
     counter.install(_session())  # before the service makes its clients
-    app = create_app(build_service(Settings.from_environment()))
+    app = create_app(build_service(RouteSettings.from_environment()))
     # uvicorn shuts down on SIGTERM, then raises it again for the handler it found: let
     # that one return, so the counts below are written.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -293,10 +293,10 @@ def _judge(result: LoadResult, drainer: _Drainer) -> None:
 def _serve(port: int) -> None:
     import uvicorn
     from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.settings import Settings
+    from openhands_stop.edge.settings import RouteSettings
     from openhands_stop.wiring import build_service
 
-    app = create_app(build_service(Settings.from_environment()))
+    app = create_app(build_service(RouteSettings.from_environment()))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

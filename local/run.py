@@ -40,10 +40,10 @@ def main() -> None:
         os.environ.update({**stack.function_environment(), "STOP_WAIT_SECONDS": "5"})
         # Imported only now: the service reads its settings from the environment just set.
         from openhands_stop.edge.app import create_app
-        from openhands_stop.edge.settings import Settings
+        from openhands_stop.edge.settings import RouteSettings
         from openhands_stop.wiring import build_service
 
-        app = create_app(build_service(Settings.from_environment()))
+        app = create_app(build_service(RouteSettings.from_environment()))
         worker = _start_worker(stack)
         try:
             _wait_for_claim(stack, worker)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.service import StopService
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
@@ -278,7 +278,7 @@ def test_a_failed_send_is_not_lost_a_retry_delivers_the_same_stop(
 
 
 def test_a_stop_long_after_the_recorded_one_sends_nothing(
-    seeded: Stack, settings: Settings
+    seeded: Stack, settings: RouteSettings
 ) -> None:
     no_window = settings.model_copy(update={"cancel_resend_window_seconds": 0})
     client = TestClient(create_app(build_service(no_window)))

@@ -39,13 +39,13 @@ def test_the_indexes_the_workers_query_are_the_templates() -> None:
 
 
 def test_the_function_gets_every_setting_the_code_reads_from_the_template() -> None:
-    from openhands_stop.edge.settings import Settings
+    from openhands_stop.edge.settings import RouteSettings
 
     function = load_template()["Resources"]["StopConversationFunction"]["Properties"]
     variables = set(function["Environment"]["Variables"])
     required = {
         field.alias
-        for field in Settings.model_fields.values()
+        for field in RouteSettings.model_fields.values()
         if field.is_required() and field.alias
     }
     assert required <= variables

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from openhands_stop.aws.clients import CLIENT_CONFIG
 from openhands_stop.constants import INSTANCE_HEX_DIGITS
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 
 from local.emulation import table_definition
 from tests.support import AwsCallCounter, worst_call_seconds
@@ -132,7 +132,7 @@ def test_the_environment_carries_every_setting_the_code_requires(default: Any) -
     assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
     required = {
         field.alias
-        for field in Settings.model_fields.values()
+        for field in RouteSettings.model_fields.values()
         if field.is_required() and field.alias
     }
     assert required <= set(env)

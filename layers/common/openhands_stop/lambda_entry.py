@@ -19,7 +19,7 @@ from mangum.types import Scope
 
 from openhands_stop.edge import observability
 from openhands_stop.edge.app import create_app, logger
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 LambdaHandler = Any
@@ -89,8 +89,8 @@ def skip_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
-def build_handler(settings: Settings | None = None) -> LambdaHandler:
-    service = build_service(settings or Settings.from_environment())
+def build_handler(settings: RouteSettings | None = None) -> LambdaHandler:
+    service = build_service(settings or RouteSettings.from_environment())
     skip_pydantic_v1()
     asgi = Mangum(
         _RejectUnreadableRequest(create_app(service, serve_docs=False)),

@@ -29,7 +29,7 @@ class StackResources(EnvironmentSettings):
     """The stack's table and queues, as template.yaml's outputs name them."""
 
     table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
-    # The stack's queue: cancels of never-claimed runs, and of runs whose queue is gone.
+    # The stack queue: cancels of never-claimed runs, and of runs whose queue is gone.
     stack_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
     # The fleet's workers' own queues are named under it (the stack's `WorkerQueuePrefix`):
     # the route sends a run's cancel there only, and each worker makes its queue there.

@@ -17,10 +17,10 @@ from openhands_stop.aws.session_key import SecretsManagerKeySource
 from openhands_stop.edge import observability
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.session_key import SessionKeyVerifier
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 
 
-def build_service(settings: Settings) -> StopService:
+def build_service(settings: RouteSettings) -> StopService:
     """The stop route's collaborators: the key check, the table, the cancel queues."""
     observability.configure(settings.service_name, settings.metrics_namespace)
     verifier = SessionKeyVerifier(

@@ -1,7 +1,7 @@
 """Per-worker cancel queues: each worker of a fleet owns one, named under the stack's prefix.
 
 A worker instance creates its queue, ``<prefix><instance>.fifo``, at start as a copy of the
-stack's queue (FIFO, the same redrive to the stack's dead-letter queue, encryption,
+stack queue (FIFO, the same redrive to the stack's dead-letter queue, encryption,
 throughput mode, and policy with the ARN rewritten, all set at CreateQueue: no worker needs
 SetQueueAttributes, so none can rewrite a peer's policy), and deletes it on a clean shutdown.
 A dead worker's queue is deleted by the peer that judges it dead (``worker.liveness``); a

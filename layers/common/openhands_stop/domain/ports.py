@@ -49,7 +49,9 @@ class RunEnds(Protocol):
 
 class CancelQueue(Protocol):
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
-        """Put ``message`` on ``queue_url``, or on the default queue when it is ``None``."""
+        """Put ``message`` on ``queue_url`` (the row's ``cancel_queue_url``: its run's worker
+        queue), or on the stack queue when it is ``None``, is not a worker queue of this
+        stack, or no longer exists (tests/test_cancel_routing.py)."""
         ...
 
 
@@ -154,3 +156,19 @@ class CancelInbox(Protocol):
     def hand_back(self, message: ReceivedMessage) -> None:
         """Make the message visible again now, for another reader or our next life."""
         ...
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One stage of the session-key secret: its key (``None`` when empty or absent) and when
+    it was made."""
+
+    key: str | None
+    created_at: datetime | None
+
+
+class KeySource(Protocol):
+    """Where the route reads the session key: one stage of it (``AWSCURRENT``,
+    ``AWSPREVIOUS``) per call."""
+
+    def fetch(self, stage: str) -> SecretVersion: ...

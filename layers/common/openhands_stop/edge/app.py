@@ -141,7 +141,7 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
     # Outermost first: every answer gets the headers, the guard's own included.
     app.add_middleware(
         SessionKeyGuard,
-        check=service.verifier,
+        verifier=service.verifier,
         refused=_unauthorized,
         unavailable=lambda scope, failure: _failure(
             _conversation_id(scope) or "",

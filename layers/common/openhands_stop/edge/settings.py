@@ -10,7 +10,7 @@ from openhands_stop.edge.observability import DEFAULT_NAMESPACE, SERVICE
 from openhands_stop.settings import StackResources
 
 
-class Settings(StackResources):
+class RouteSettings(StackResources):
     """The stack's resources, the secret, and the few timings the stop depends on."""
 
     session_key_secret_id: str = Field(alias="SESSION_API_KEY_SECRET_ID", min_length=1)
@@ -43,3 +43,8 @@ class Settings(StackResources):
     @property
     def cancel_resend_window(self) -> timedelta:
         return timedelta(seconds=self.cancel_resend_window_seconds)
+
+
+Settings = RouteSettings
+"""``RouteSettings`` under a second name, only for tests/worker/processes.py and local/fleet.py,
+which other branches are reshaping: delete it once neither imports it. Nothing else uses it."""
