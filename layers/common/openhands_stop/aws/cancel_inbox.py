@@ -1,4 +1,4 @@
-"""The cancel queue as an agent worker reads it: long poll, delete when done, or hand back."""
+"""``CancelInbox`` (domain.ports) on one SQS queue: what each call means is said there."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 
-__all__ = ["ReceivedMessage", "SqsCancelInbox"]
-
-
 class SqsCancelInbox:
     """ReceiveMessage, DeleteMessage and ChangeMessageVisibility on one queue: nothing else."""
 
@@ -23,7 +20,7 @@ class SqsCancelInbox:
         self.queue_url = queue_url
 
     def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
-        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
+        # Held to what SQS accepts: a wait of 0 to LONG_POLL_SECONDS_MAX, 1 to 10 messages.
         wait = max(0, min(wait_seconds, LONG_POLL_SECONDS_MAX))
         with dependency_call("sqs"):
             response = self._client.receive_message(
@@ -47,7 +44,6 @@ class SqsCancelInbox:
             )
 
     def hand_back(self, message: ReceivedMessage) -> None:
-        """Make the message visible again now, for another worker or our next life."""
         with dependency_call("sqs"):
             self._client.change_message_visibility(
                 QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0

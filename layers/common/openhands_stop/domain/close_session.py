@@ -20,9 +20,11 @@ NOT_RUNNING_MESSAGE = "Conversation was not running"
 
 @dataclass(frozen=True)
 class StopResult:
-    """What a stop did: ``previous_status`` is set only when this call recorded the stop (and
-    sent its cancel); ``run_id`` and ``worker_instance`` name the run it stopped and the
-    worker holding it, when there was one (what a confirmed stop waits for)."""
+    """What a stop did: ``previous_status`` is set only when this call recorded the stop and
+    sent its cancel (the loop ends when its worker carries the stop out); ``cancel_sent``
+    also when it sent a recorded stop's cancel again; ``run_id`` and ``worker_instance``
+    name the run the recorded stop is for and the worker holding it, when there was one
+    (what a confirmed stop waits for)."""
 
     conversation_id: str
     previous_status: ConversationStatus | None
