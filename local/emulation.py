@@ -247,10 +247,10 @@ def route_app(env: Mapping[str, str] | None = None) -> Any:
     settings from ``env`` (else this process's environment). The one place outside the
     function and the tests' fixtures that names the package's app, settings and wiring."""
     from openhands_stop.edge.app import create_app
-    from openhands_stop.edge.settings import Settings
+    from openhands_stop.edge.settings import RouteSettings
     from openhands_stop.wiring import build_service
 
-    return create_app(build_service(Settings.from_environment(env)))
+    return create_app(build_service(RouteSettings.from_environment(env)))
 
 
 def _route_server(env: Mapping[str, str] | None, port: int, log_level: str) -> Any:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.service import StopService
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.atomic_moto import serialize_dynamodb_writes
@@ -92,12 +92,12 @@ def wire_stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
 
 
 @pytest.fixture
-def wire_settings(wire_stack: Stack) -> Settings:
-    return Settings.from_environment(wire_stack.function_environment())
+def wire_settings(wire_stack: Stack) -> RouteSettings:
+    return RouteSettings.from_environment(wire_stack.function_environment())
 
 
 @pytest.fixture
-def wire_service(wire_settings: Settings) -> StopService:
+def wire_service(wire_settings: RouteSettings) -> StopService:
     return build_service(wire_settings)
 
 
@@ -109,12 +109,12 @@ def wire_client(wire_service: StopService) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def settings(stack: Stack) -> Settings:
-    return Settings.from_environment(stack.function_environment())
+def settings(stack: Stack) -> RouteSettings:
+    return RouteSettings.from_environment(stack.function_environment())
 
 
 @pytest.fixture
-def service(settings: Settings) -> StopService:
+def service(settings: RouteSettings) -> StopService:
     return build_service(settings)
 
 

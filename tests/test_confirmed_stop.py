@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
@@ -28,7 +28,7 @@ STOPPED_BODY = {
 
 
 @pytest.fixture
-async def route(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def route(settings: RouteSettings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with a 2 s wait, in this event loop (so a worker can serve beside it)."""
     waiting = settings.model_copy(update={"stop_wait_seconds": 2.0})
     app = create_app(build_service(waiting))

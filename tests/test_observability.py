@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from openhands_stop.edge import observability
-from openhands_stop.edge.lambda_entry import build_handler
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
+from openhands_stop.lambda_entry import build_handler
 
 from local.emulation import Stack
 from local.invoke import LambdaContext
@@ -162,7 +162,7 @@ def test_each_request_writes_one_log_line_with_its_ids_and_outcome(  # noqa: PLR
     outcome: str,
     counted: bool,
     seeded: Stack,
-    settings: Settings,
+    settings: RouteSettings,
     lines: Lines,
 ) -> None:
     """The request's log line is its EMF line: ids to find it by, never the key."""
@@ -182,7 +182,7 @@ def test_each_request_writes_one_log_line_with_its_ids_and_outcome(  # noqa: PLR
 
 
 def test_only_the_first_request_line_of_a_process_says_cold_start(
-    seeded: Stack, settings: Settings, lines: Lines, monkeypatch: pytest.MonkeyPatch
+    seeded: Stack, settings: RouteSettings, lines: Lines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(observability, "_cold_start", [True])
     handler = build_handler(settings)
@@ -203,9 +203,9 @@ def test_tracing_is_on_only_when_explicitly_enabled(value: str | None, enabled: 
 
 _IMPORT_PROBE = """
 import sys
-from openhands_stop.edge.lambda_entry import build_handler
-from openhands_stop.edge.settings import Settings
-build_handler(Settings(CONVERSATIONS_TABLE_NAME="t", CANCEL_QUEUE_URL="q",
+from openhands_stop.lambda_entry import build_handler
+from openhands_stop.edge.settings import RouteSettings
+build_handler(RouteSettings(CONVERSATIONS_TABLE_NAME="t", CANCEL_QUEUE_URL="q",
                        SESSION_API_KEY_SECRET_ID="s"))
 print("aws_xray_sdk" in sys.modules)
 """
@@ -233,7 +233,7 @@ def test_the_xray_sdk_is_imported_only_by_a_traced_deployment(
 
 
 def test_a_snapstart_restore_drops_the_cached_key(
-    seeded: Stack, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    seeded: Stack, settings: RouteSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After a restore, a key rotated while the snapshot slept is accepted at once."""
     hooks: list[Callable[[], None]] = []

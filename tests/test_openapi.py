@@ -9,7 +9,7 @@ import pytest
 import yaml
 from moto import mock_aws
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import ROOT, create_stack
@@ -44,7 +44,7 @@ def ours() -> dict[str, Any]:
     with mock_aws():
         env = create_stack(None, suffix="-openapi").function_environment()
         document: dict[str, Any] = create_app(
-            build_service(Settings.from_environment(env))
+            build_service(RouteSettings.from_environment(env))
         ).openapi()
     return document
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 from openhands_stop.aws.session_key import key_from_secret_string
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import DEMO_SESSION_KEY, Stack, create_stack
@@ -61,7 +61,7 @@ def test_a_generated_key_is_one_the_route_accepts(stack: Stack) -> None:
     new_key = current_key(stack)
     assert new_key not in {None, DEMO_SESSION_KEY}
     assert new_key not in json.dumps(result)
-    verifier = build_service(Settings.from_environment(stack.function_environment())).verifier
+    verifier = build_service(RouteSettings.from_environment(stack.function_environment())).verifier
     assert verifier.verify(new_key)
 
 
@@ -69,7 +69,7 @@ def test_a_rotation_keeps_the_old_key_for_the_grace_period_and_a_revocation_does
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = stack.client("secretsmanager")
-    settings = Settings.from_environment(stack.function_environment())
+    settings = RouteSettings.from_environment(stack.function_environment())
 
     rotate(secrets, stack.secret_id, "n" * 40)
     fresh = build_service(settings).verifier

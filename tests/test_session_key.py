@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
-from openhands_stop.aws.session_key import SecretVersion, key_from_secret_string
+from openhands_stop.aws.session_key import key_from_secret_string
 from openhands_stop.domain.errors import DependencyFailure
+from openhands_stop.domain.ports import SecretVersion
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.session_key import SessionKeyVerifier
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, create_stack, seed
@@ -54,7 +55,7 @@ def test_the_key_is_the_secret_string_or_its_session_api_key(
 def app_for_secret(secret_string: str | None) -> tuple[Stack, TestClient]:
     stack = create_stack(None, session_key=secret_string, suffix=f"-{abs(hash(secret_string))}")
     seed(stack)
-    settings = Settings.from_environment(stack.function_environment())
+    settings = RouteSettings.from_environment(stack.function_environment())
     return stack, TestClient(create_app(build_service(settings)))
 
 
@@ -98,7 +99,7 @@ def test_a_deleted_secret_refuses_every_request(stack: Stack) -> None:
     stack.client("secretsmanager").delete_secret(
         SecretId=stack.secret_id, ForceDeleteWithoutRecovery=True
     )
-    settings = Settings.from_environment(stack.function_environment())
+    settings = RouteSettings.from_environment(stack.function_environment())
     client = TestClient(create_app(build_service(settings)))
 
     response = client.post(
@@ -219,7 +220,7 @@ def test_secrets_manager_unavailable_on_a_cold_start_is_503(
     stack: Stack, aws_calls: AwsCallCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(stack)
-    service = build_service(Settings.from_environment(stack.function_environment()))
+    service = build_service(RouteSettings.from_environment(stack.function_environment()))
     client = TestClient(create_app(service))
     source = service.verifier._source
 

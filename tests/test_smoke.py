@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from openhands_stop.edge.app import create_app
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, ROOT, Stack
@@ -81,7 +81,7 @@ def register_stack(stack: Stack, stop_url: str, name: str = STACK_NAME) -> None:
 
 
 @pytest.fixture
-def served(wire_stack: Stack, wire_settings: Settings) -> Iterator[str]:
+def served(wire_stack: Stack, wire_settings: RouteSettings) -> Iterator[str]:
     with LiveServer(create_app(build_service(wire_settings))) as server:
         yield server.url
 
@@ -222,7 +222,7 @@ def test_smoke_refuses_the_key_on_make_s_command_line(moto_endpoint: str) -> Non
 
 def test_smoke_fails_when_no_cancel_arrives(
     wire_stack: Stack,
-    wire_settings: Settings,
+    wire_settings: RouteSettings,
     moto_endpoint: str,
 ) -> None:
     """A stop that records STOPPED but whose cancel goes nowhere the smoke reads."""

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 from fastapi.testclient import TestClient
-from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.service import StopService
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
@@ -182,8 +183,36 @@ def test_an_invalid_id_without_a_key_is_401_not_422(
     assert response.json() == {"detail": "Unauthorized"}
 
 
-def test_the_id_pattern_is_what_the_issue_specifies() -> None:
-    assert CONVERSATION_ID_PATTERN == r"^[A-Za-z0-9_-]{1,128}$"
+ID_CHARACTERS = string.ascii_letters + string.digits + "_-"
+"""What the issue allows in a conversation id: 1 to 128 of these, nothing else."""
+
+
+def test_exactly_the_issues_id_characters_reach_aws(
+    seeded: Stack, client: TestClient, aws_calls: AwsCallCounter
+) -> None:
+    """What ``CONVERSATION_ID_PATTERN`` is for: an id of the issue's characters reaches the
+    table; one with any other character (every other printable ASCII one, whitespace, and
+    letters and digits outside ASCII) is refused before any AWS call."""
+    stop(client, "warm-up")
+    aws_calls.calls.clear()
+
+    assert stop(client, ID_CHARACTERS).status_code == 200  # all 64 in one id
+    assert dict(aws_calls.calls) == {"dynamodb.UpdateItem": 1}
+
+    aws_calls.calls.clear()
+    # Beyond ASCII: é; ARABIC-INDIC DIGIT THREE (a digit to \d); FULLWIDTH z; KELVIN SIGN (a
+    # k to a case-insensitive match).
+    beyond_ascii = ["\u00e9", "\u0663", "\uff5a", "\u212a"]
+    others = [c for c in string.printable if c not in ID_CHARACTERS] + beyond_ascii
+    answers = {
+        other: client.post(
+            f"/api/conversations/a{quote(other, safe='')}b/stop", headers=HEADERS
+        ).status_code
+        for other in others
+    }
+    # 404 for "/" alone: decoded, it splits the path, which then names no route.
+    assert answers == {other: 404 if other == "/" else 422 for other in others}
+    assert aws_calls.total == 0
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -278,7 +307,7 @@ def test_a_failed_send_is_not_lost_a_retry_delivers_the_same_stop(
 
 
 def test_a_stop_long_after_the_recorded_one_sends_nothing(
-    seeded: Stack, settings: Settings
+    seeded: Stack, settings: RouteSettings
 ) -> None:
     no_window = settings.model_copy(update={"cancel_resend_window_seconds": 0})
     client = TestClient(create_app(build_service(no_window)))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from openhands_stop.aws.claims import RUNS_BY_WORKER_INDEX
-from openhands_stop.aws.conversation_table import PARTITION_KEY
-from openhands_stop.aws.worker_roster import WORKERS_INDEX
+from openhands_stop.constants import PARTITION_KEY, RUNS_BY_WORKER_INDEX, WORKERS_INDEX
 
 from local.emulation import Stack, load_template, table_definition
 
@@ -41,13 +39,13 @@ def test_the_indexes_the_workers_query_are_the_templates() -> None:
 
 
 def test_the_function_gets_every_setting_the_code_reads_from_the_template() -> None:
-    from openhands_stop.edge.settings import Settings
+    from openhands_stop.edge.settings import RouteSettings
 
     function = load_template()["Resources"]["StopConversationFunction"]["Properties"]
     variables = set(function["Environment"]["Variables"])
     required = {
         field.alias
-        for field in Settings.model_fields.values()
+        for field in RouteSettings.model_fields.values()
         if field.is_required() and field.alias
     }
     assert required <= variables

@@ -1,11 +1,12 @@
 """Cuts the botocore installed into the layer down to the services the function calls.
 
-botocore ships the models of every AWS service (about 450 folders, 30 MB) and an
-``endpoints.json`` naming them all (1.2 MB), which every new botocore session parses whole
-before its first client: about 20 ms of each cold start spent on services never called. This
-keeps the named services' model folders and, in ``endpoints.json``, their entries only; each
-partition's own data (regions, region pattern, DNS suffix, defaults) stays as it was, so an
-endpoint resolves for the kept services exactly as before (the tests compare every region).
+botocore ships the models of every AWS service and an ``endpoints.json`` naming them all,
+which every new botocore session parses whole before its first client: cold-start time spent
+on services never called (docs/performance.md has the figures). This keeps the named
+services' model folders and, in ``endpoints.json``, their entries only; each partition's own
+data (regions, region pattern, DNS suffix, defaults) is kept whole, so an endpoint resolves
+for the kept services exactly as with the full botocore (tests/test_prune_botocore.py
+compares every region).
 
 Standard library only: it runs wherever the layer is built (``layers/common/Makefile``, the
 benchmark's artifacts). Running it twice changes nothing more.

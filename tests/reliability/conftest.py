@@ -13,7 +13,7 @@ import pytest
 from botocore.retries import standard
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.service import StopService
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack
@@ -48,7 +48,7 @@ def faults(wire_service: StopService, no_backoff: None) -> FaultInjector:
 
 
 @pytest.fixture
-def live_servers(wire_settings: Settings) -> Iterator[Callable[[int], list[LiveServer]]]:
+def live_servers(wire_settings: RouteSettings) -> Iterator[Callable[[int], list[LiveServer]]]:
     """``n`` servers, each with its own service: like ``n`` warm Lambda instances."""
     started: list[LiveServer] = []
 

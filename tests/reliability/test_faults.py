@@ -12,7 +12,7 @@ from botocore.exceptions import ReadTimeoutError
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.service import StopService
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import DEMO_SESSION_KEY, Stack, seed
@@ -195,7 +195,8 @@ def test_write_applied_but_its_answer_lost_still_delivers_the_cancel(
 
 
 def _service(stack: Stack, **overrides: str) -> StopService:
-    return build_service(Settings.from_environment({**stack.function_environment(), **overrides}))
+    environment = {**stack.function_environment(), **overrides}
+    return build_service(RouteSettings.from_environment(environment))
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.app import logger as app_logger
-from openhands_stop.edge.lambda_entry import build_handler
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
+from openhands_stop.lambda_entry import build_handler
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
@@ -38,7 +38,7 @@ def test_the_key_never_appears_in_anything_a_run_emits(  # noqa: PLR0917
     monkeypatch.setenv("POWERTOOLS_LOGGER_LOG_EVENT", "true")
     caplog.set_level(logging.DEBUG)
     env = {**wire_stack.function_environment(), "KEY_CACHE_SECONDS": "0.001"}
-    service = build_service(Settings.from_environment({**env, "KEY_REFRESH_MIN_SECONDS": "0"}))
+    service = build_service(RouteSettings.from_environment({**env, "KEY_REFRESH_MIN_SECONDS": "0"}))
     faults = watch_service(service)
     responses: list[Any] = []
     with TestClient(create_app(service)) as client:

@@ -14,12 +14,13 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from openhands_stop.aws.clients import secretsmanager_client
-from openhands_stop.aws.session_key import SecretsManagerKeySource, SecretVersion
+from openhands_stop.aws.session_key import SecretsManagerKeySource
 from openhands_stop.domain.models import utc_now
+from openhands_stop.domain.ports import SecretVersion
 from openhands_stop.edge import session_key as session_key_module
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.session_key import SessionKeyVerifier
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 from local.emulation import Stack, seed
@@ -164,11 +165,11 @@ def test_rotation_over_http_with_real_clocks(stack: Stack, evidence: Evidence) -
     env = {**stack.function_environment(), "KEY_REFRESH_MIN_SECONDS": "0"}
     old, new = "old-http-key-" + "o" * 20, "new-http-key-" + "n" * 20
     rotate_key(stack, old)
-    graceful = build_service(Settings.from_environment(env))
+    graceful = build_service(RouteSettings.from_environment(env))
     # An instance only learns of a rotation when it refreshes: this one refreshes on every
     # request (a warm one would keep accepting the old key until its KEY_CACHE_SECONDS end).
     strict = build_service(
-        Settings.from_environment(
+        RouteSettings.from_environment(
             {**env, "PREVIOUS_KEY_GRACE_SECONDS": "0", "KEY_CACHE_SECONDS": "0.001"}
         )
     )

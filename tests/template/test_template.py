@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from openhands_stop.aws.clients import CLIENT_CONFIG
-from openhands_stop.edge.settings import Settings
+from openhands_stop.constants import INSTANCE_HEX_DIGITS
+from openhands_stop.edge.settings import RouteSettings
 
 from local.emulation import table_definition
 from tests.support import AwsCallCounter, worst_call_seconds
@@ -30,7 +31,8 @@ WORKER_QUEUE_PREFIX = "${AWS::StackName}_cancel-worker-"
 WORKER_QUEUES_ARN = (
     "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
     + WORKER_QUEUE_PREFIX
-    + "????????????.fifo"
+    + "?" * INSTANCE_HEX_DIGITS
+    + ".fifo"
 )
 ACCOUNT_QUEUES_ARN = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:*"
 STACK_ALARMS_ARN = (
@@ -130,7 +132,7 @@ def test_the_environment_carries_every_setting_the_code_requires(default: Any) -
     assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
     required = {
         field.alias
-        for field in Settings.model_fields.values()
+        for field in RouteSettings.model_fields.values()
         if field.is_required() and field.alias
     }
     assert required <= set(env)

@@ -12,7 +12,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from openhands_stop.aws.worker_queues import max_prefix_length
+from openhands_stop.constants import WORKER_QUEUE_PREFIX_MAX
 
 
 class EnvironmentSettings(BaseModel):
@@ -29,10 +29,10 @@ class StackResources(EnvironmentSettings):
     """The stack's table and queues, as template.yaml's outputs name them."""
 
     table_name: str = Field(alias="CONVERSATIONS_TABLE_NAME", min_length=1)
-    # The stack's queue: cancels of never-claimed runs, and of runs whose queue is gone.
+    # The stack queue: cancels of never-claimed runs, and of runs whose queue is gone.
     stack_queue_url: str = Field(alias="CANCEL_QUEUE_URL", min_length=1)
     # The fleet's workers' own queues are named under it (the stack's `WorkerQueuePrefix`):
     # the route sends a run's cancel there only, and each worker makes its queue there.
     worker_queue_prefix: str = Field(
-        alias="WORKER_QUEUE_PREFIX", default="", max_length=max_prefix_length()
+        alias="WORKER_QUEUE_PREFIX", default="", max_length=WORKER_QUEUE_PREFIX_MAX
     )

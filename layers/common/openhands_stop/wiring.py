@@ -21,7 +21,7 @@ from openhands_stop.aws.session_key import SecretsManagerKeySource
 from openhands_stop.edge import observability
 from openhands_stop.edge.service import StopService
 from openhands_stop.edge.session_key import SessionKeyVerifier
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 
 if TYPE_CHECKING:
     from openhands_stop.domain.ports import ClaimTable
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from openhands_stop.worker.worker import Worker
 
 
-def build_service(settings: Settings) -> StopService:
+def build_service(settings: RouteSettings) -> StopService:
     """The stop route's collaborators: the key check, the table, the cancel queues."""
     observability.configure(settings.service_name, settings.metrics_namespace)
     verifier = SessionKeyVerifier(

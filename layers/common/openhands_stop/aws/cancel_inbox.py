@@ -1,21 +1,18 @@
-"""The cancel queue as an agent worker reads it: long poll, delete when done, or hand back."""
+"""``CancelInbox`` (domain.ports) on one SQS queue: what each call means is said there."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
 from openhands_stop.aws.failures import dependency_call
 from openhands_stop.aws.worker_queues import dead_letter_url
+from openhands_stop.constants import LONG_POLL_SECONDS_MAX
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.ports import ReceivedMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-
-__all__ = ["DeadLetterCopies", "ReceivedMessage", "SqsCancelInbox"]
 
 
 class SqsCancelInbox:
@@ -34,7 +31,7 @@ class SqsCancelInbox:
         return self._address()
 
     def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
-        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
+        # Held to what SQS accepts: a wait of 0 to LONG_POLL_SECONDS_MAX, 1 to 10 messages.
         wait = max(0, min(wait_seconds, LONG_POLL_SECONDS_MAX))
         with dependency_call("sqs"):
             response = self._client.receive_message(
@@ -58,7 +55,6 @@ class SqsCancelInbox:
             )
 
     def hand_back(self, message: ReceivedMessage) -> None:
-        """Make the message visible again now, for another worker or our next life."""
         with dependency_call("sqs"):
             self._client.change_message_visibility(
                 QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0

@@ -1,4 +1,4 @@
-"""The cancel queue in SQS: one message per stop, to the queue of the worker running the run."""
+"""The cancel queues in SQS: one message per stop, to the queue of the worker running the run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from openhands_stop.aws.failures import dependency_call, is_missing_queue
+from openhands_stop.constants import INSTANCE_HEX_DIGITS
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import CancelMessage
 
@@ -48,19 +49,20 @@ class QueueName:
 
 
 def worker_queue_pattern(prefix: str) -> re.Pattern[str]:
-    """A worker queue's name: the stack's prefix, the worker's 12 hex, ``.fifo``; nothing
-    else (the template's IAM grants exactly ``<prefix>????????????.fifo``)."""
-    return re.compile(re.escape(prefix) + r"[0-9a-f]{12}\.fifo")
+    """A worker queue's name: the stack's prefix, the worker's instance (``INSTANCE_HEX_DIGITS``
+    hex), ``.fifo``; nothing else (the template's IAM grants exactly
+    ``<prefix>????????????.fifo``: tests/template/test_template.py)."""
+    return re.compile(re.escape(prefix) + f"[0-9a-f]{{{INSTANCE_HEX_DIGITS}}}" + r"\.fifo")
 
 
 class CancelDestinations:
-    """Where the route may send a cancel: the stack's queue, and the fleet's workers' queues.
+    """Where the route may send a cancel: the stack queue, and the fleet's workers' queues.
 
     A row's ``cancel_queue_url`` is data, possibly written by other code: a cancel goes there
     only when it names a worker queue of this stack exactly (the stack queue's scheme, host
-    and account; a name of the prefix, 12 hex and ``.fifo``; no query or fragment); anything
-    else goes to the stack's queue, whose readers route it to the run's holder
-    (tests/test_cancel_routing.py).
+    and account; a name of the prefix, an instance's hex digits and ``.fifo``; no query or
+    fragment); anything else goes to the stack queue, whose readers route it to the run's
+    holder (tests/test_cancel_routing.py).
     """
 
     def __init__(self, stack_queue_url: str, *, worker_queue_prefix: str = "") -> None:
@@ -83,7 +85,8 @@ class CancelDestinations:
 
 
 class SqsCancelQueue:
-    """Sends cancels; to a FIFO queue with the stop id as deduplication id.
+    """``CancelQueue`` (domain.ports) on SQS; to a FIFO queue with the stop id as
+    deduplication id.
 
     On a FIFO queue, sending the same stop twice within five minutes delivers it once, so a
     retried stop costs nothing downstream. The conversation id is the message group: cancels
@@ -95,21 +98,20 @@ class SqsCancelQueue:
         self._destinations = destinations
 
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
-        """To ``queue_url`` when allowed, else (or when it no longer exists) the stack's queue."""
-        default = self._destinations.stack_queue_url
-        url = queue_url or default
-        if url != default and not self._destinations.allows(url):
+        stack_queue_url = self._destinations.stack_queue_url
+        url = queue_url or stack_queue_url
+        if url != stack_queue_url and not self._destinations.allows(url):
             _log.warning("cancel_queue_refused conversation_id=%s", message.sid)
-            url = default
+            url = stack_queue_url
         try:
             self._send(message, url)
         except DependencyFailure as failure:
-            if url == default or not is_missing_queue(failure):
+            if url == stack_queue_url or not is_missing_queue(failure):
                 raise
             # The worker's queue is gone (clean shutdown, or swept as an orphan): its loops
-            # went with it. The stack's queue keeps the cancel for whoever holds the run.
+            # went with it. The stack queue keeps the cancel for whoever holds the run.
             _log.warning("cancel_queue_missing conversation_id=%s", message.sid)
-            self._send(message, default)
+            self._send(message, stack_queue_url)
 
     def _send(self, message: CancelMessage, url: str) -> None:
         body = message.model_dump_json()

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from openhands_stop.aws.conversation_table import (
-    PARTITION_KEY,
     conditional_update,
     held_run_from_item,
     record_from_item,
     timestamp,
 )
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.constants import PARTITION_KEY, RUNS_BY_WORKER_INDEX
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import ConversationRecord, ConversationStatus, RunEnd
 from openhands_stop.domain.ports import ClaimResult, HeldRun
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_GET_MAX_KEYS",
-    "RUNS_BY_WORKER_INDEX",
     "ClaimResult",
     "DynamoClaimTable",
     "HeldRun",
@@ -42,9 +41,6 @@ _RUN_FIELDS = (
     "stop_request_id, stopped_at, stopped_from, stopped_version, stop_source_ip, "
     "stop_user_agent, stop_reason, loop_stopped_at, loop_stopped_via"
 )
-
-RUNS_BY_WORKER_INDEX = "runs-by-worker"
-"""The table's sparse index of rows by ``worker_instance`` (template.yaml): a worker's runs."""
 
 _REGISTER: dict[str, Any] = {
     # A restart forgets the previous run entirely: its late cancel names a run that is no
@@ -132,7 +128,8 @@ _BACKSTOP_PROJECTION = (
 
 
 class DynamoClaimTable:
-    """The worker's uses of the table: UpdateItem for the lifecycle, BatchGetItem to re-read."""
+    """``ClaimTable`` (domain.ports, where each call's meaning is said) on DynamoDB:
+    UpdateItem for the lifecycle, Query for a worker's runs, BatchGetItem to re-read."""
 
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
@@ -163,7 +160,6 @@ class DynamoClaimTable:
         cancel_queue_url: str,
         now: datetime,
     ) -> ClaimResult:
-        """Move a STARTING conversation to RUNNING: run ``run_id``, this worker, its queue."""
         claimed, record = conditional_update(
             self._client,
             self._table_name,
@@ -185,9 +181,6 @@ class DynamoClaimTable:
     def record_run_ended(
         self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
     ) -> bool:
-        """Record the end of run ``run_id``: ``True`` when the row now says it ended (by
-        this call, by an earlier attempt of it whose answer was lost, or by a peer's
-        release), ``False`` when the row is another run's or gone."""
         applied, record = conditional_update(
             self._client,
             self._table_name,
@@ -209,7 +202,6 @@ class DynamoClaimTable:
     def release_lost_run(
         self, conversation_id: str, run_id: str, *, worker_instance: str, now: datetime
     ) -> bool:
-        """A dead worker's run is over (``loop_stopped_via: worker_lost``): did it apply?"""
         applied, _ = conditional_update(
             self._client,
             self._table_name,
@@ -237,7 +229,6 @@ class DynamoClaimTable:
         cancel_queue_url: str,
         now: datetime,
     ) -> bool:
-        """Record the run's new holder instance and queue (its worker made a new queue)."""
         applied, _ = conditional_update(
             self._client,
             self._table_name,
@@ -255,8 +246,6 @@ class DynamoClaimTable:
         return applied
 
     def runs_of(self, worker_instance: str) -> list[HeldRun]:
-        """The rows the runs-by-worker index holds for this worker (eventually consistent:
-        a claim of the last moment may be missing, so absence alone proves nothing)."""
         held: list[HeldRun] = []
         request: dict[str, Any] = {
             "TableName": self._table_name,
@@ -277,11 +266,6 @@ class DynamoClaimTable:
             request["ExclusiveStartKey"] = last
 
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
-        """The current rows of these conversations (strongly consistent), by id.
-
-        Ids without a row, or whose status is none of ours, are absent from the answer; so
-        is a row that cannot be read at all (logged): one bad row never hides the others.
-        """
         ids = sorted(set(conversation_ids))
         found: dict[str, ConversationRecord] = {}
         for start in range(0, len(ids), BATCH_GET_MAX_KEYS):

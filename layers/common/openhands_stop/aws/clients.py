@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import botocore.session
 from botocore.config import Config
 
+from openhands_stop.constants import LONG_POLL_SECONDS_MAX
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -88,14 +90,11 @@ def secretsmanager_client() -> SecretsManagerClient:
     return client
 
 
-LONG_POLL_SECONDS_MAX = 20
-"""SQS's longest ``WaitTimeSeconds``."""
-
 LONG_POLL_CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     connect_timeout=2,
-    # A long poll holds the response up to 20 s by design: the read timeout must outlast it,
-    # or every quiet poll would end in a timeout and a retry.
+    # A long poll holds the response up to LONG_POLL_SECONDS_MAX by design: the read timeout
+    # must outlast it, or every quiet poll would end in a timeout and a retry.
     read_timeout=LONG_POLL_SECONDS_MAX + 10,
     tcp_keepalive=True,
     user_agent_extra=USER_AGENT_EXTRA,
@@ -103,7 +102,8 @@ LONG_POLL_CLIENT_CONFIG = Config(
 
 
 def long_poll_sqs_client() -> SQSClient:
-    """The agent worker's SQS client: same session and marker, a read timeout above 20 s."""
+    """The agent worker's SQS client: same session and marker, a read timeout above the
+    longest long poll."""
     created: Any = _session().create_client("sqs", config=LONG_POLL_CLIENT_CONFIG)
     client: SQSClient = created
     return client

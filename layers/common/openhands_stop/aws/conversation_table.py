@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.constants import PARTITION_KEY
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import (
     ConversationRecord,
@@ -21,8 +22,6 @@ from openhands_stop.domain.ports import HeldRun, StopTransition
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-
-PARTITION_KEY = "conversation_id"
 
 _log = logging.getLogger("openhands_stop.rows")
 

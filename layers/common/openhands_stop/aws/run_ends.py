@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from openhands_stop.aws.conversation_table import PARTITION_KEY
 from openhands_stop.aws.failures import dependency_call
 from openhands_stop.aws.worker_roster import member_key
+from openhands_stop.constants import PARTITION_KEY
 from openhands_stop.domain.models import RunEnd
 from openhands_stop.domain.ports import RunEndView
 

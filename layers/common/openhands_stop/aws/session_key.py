@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.domain.ports import SecretVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
-
-
-@dataclass(frozen=True)
-class SecretVersion:
-    """One stage of the secret: its key (``None`` when empty or absent) and when it was made."""
-
-    key: str | None
-    created_at: datetime | None
-
 
 ABSENT = SecretVersion(key=None, created_at=None)
 
@@ -67,7 +57,7 @@ def key_from_secret_string(secret_string: str | None) -> str | None:
 
 
 class SecretsManagerKeySource:
-    """Fetches one stage (``AWSCURRENT``, ``AWSPREVIOUS``) of the session-key secret."""
+    """``KeySource`` (domain.ports) on Secrets Manager: one ``GetSecretValue`` per fetch."""
 
     def __init__(self, client: SecretsManagerClient, secret_id: str) -> None:
         self._client = client

@@ -1,7 +1,7 @@
 """Per-worker cancel queues: each worker of a fleet owns one, named under the stack's prefix.
 
 A worker instance creates its queue, ``<prefix><instance>.fifo``, at start as a copy of the
-stack's queue (FIFO, the same redrive to the stack's dead-letter queue, encryption,
+stack queue (FIFO, the same redrive to the stack's dead-letter queue, encryption,
 throughput mode, and policy with the ARN rewritten, all set at CreateQueue: no worker needs
 SetQueueAttributes, so none can rewrite a peer's policy), and deletes it on a clean shutdown.
 A dead worker's queue is deleted by the peer that judges it dead (``worker.liveness``); a
@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from openhands_stop.aws.cancel_queue import QueueName, worker_queue_pattern
 from openhands_stop.aws.failures import dependency_call, is_missing_queue
+from openhands_stop.constants import WORKER_QUEUE_PREFIX_MAX
 from openhands_stop.domain.errors import DependencyFailure
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-QUEUE_NAME_MAX = 80
-"""SQS's limit on a queue name, ``.fifo`` included."""
-INSTANCE_HEX_DIGITS = 12
 
 # The stack queue's attributes a worker's queue inherits (the rest are SQS's defaults); the
 # smoke test's own queue takes the same (scripts/smoke.py).
@@ -41,16 +38,14 @@ INHERITED_ATTRIBUTES = (
 )
 
 
-def max_prefix_length() -> int:
-    return QUEUE_NAME_MAX - len(".fifo") - INSTANCE_HEX_DIGITS
-
-
 class WorkerQueues:
     """CreateQueue, GetQueueAttributes, ListQueues and DeleteQueue under one prefix."""
 
     def __init__(self, client: SQSClient, stack_queue_url: str, prefix: str) -> None:
-        if not prefix or len(prefix) > max_prefix_length():
-            raise ValueError(f"WORKER_QUEUE_PREFIX must be 1 to {max_prefix_length()} characters")
+        if not prefix or len(prefix) > WORKER_QUEUE_PREFIX_MAX:
+            raise ValueError(
+                f"WORKER_QUEUE_PREFIX must be 1 to {WORKER_QUEUE_PREFIX_MAX} characters"
+            )
         stack = QueueName.from_url(stack_queue_url)
         if stack is None:
             raise ValueError("CANCEL_QUEUE_URL must be a queue URL")

@@ -19,18 +19,20 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from openhands_stop.aws.conversation_table import PARTITION_KEY
 from openhands_stop.aws.failures import dependency_call
+from openhands_stop.constants import (
+    INSTANCE_HEX_DIGITS,
+    PARTITION_KEY,
+    WORKER_ITEM_KEY_PREFIX,
+    WORKERS_INDEX,
+)
 from openhands_stop.domain.errors import DependencyFailure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-WORKERS_INDEX = "workers"
-"""The table's sparse index of liveness items, keyed by ``roster`` and the item's key."""
 ROSTER = "workers"
-KEY_PREFIX = "worker#"
-INSTANCE_HEX_DIGITS = 12
+"""Every liveness item's ``roster``: the one partition of the ``workers`` index."""
 
 
 def new_instance() -> str:
@@ -38,7 +40,7 @@ def new_instance() -> str:
 
 
 def member_key(instance: str) -> str:
-    return f"{KEY_PREFIX}{instance}"
+    return f"{WORKER_ITEM_KEY_PREFIX}{instance}"
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class DynamoWorkerRoster:
                     response = self._client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self._table_name, []):
                     key = item.get(PARTITION_KEY, {}).get("S", "")
-                    found.add(key.removeprefix(KEY_PREFIX))
+                    found.add(key.removeprefix(WORKER_ITEM_KEY_PREFIX))
                 request = dict(response.get("UnprocessedKeys") or {})
         return found
 
@@ -223,10 +225,10 @@ def member_from_item(item: dict[str, Any] | None) -> Member | None:
     if not item:
         return None
     key = item.get(PARTITION_KEY, {}).get("S")
-    if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
+    if not isinstance(key, str) or not key.startswith(WORKER_ITEM_KEY_PREFIX):
         return None
     return Member(
-        instance=key.removeprefix(KEY_PREFIX),
+        instance=key.removeprefix(WORKER_ITEM_KEY_PREFIX),
         beat=item["beat"] if isinstance(item.get("beat"), dict) else None,
         dead="dead" in item,
         cancel_queue_url=_string(item.get("cancel_queue_url")),

@@ -20,9 +20,11 @@ NOT_RUNNING_MESSAGE = "Conversation was not running"
 
 @dataclass(frozen=True)
 class StopResult:
-    """What a stop did: ``previous_status`` is set only when this call recorded the stop (and
-    sent its cancel); ``run_id`` and ``worker_instance`` name the run it stopped and the
-    worker holding it, when there was one (what a confirmed stop waits for)."""
+    """What a stop did: ``previous_status`` is set only when this call recorded the stop and
+    sent its cancel (the loop ends when its worker carries the stop out); ``cancel_sent``
+    also when it sent a recorded stop's cancel again; ``run_id`` and ``worker_instance``
+    name the run the recorded stop is for and the worker holding it, when there was one
+    (what a confirmed stop waits for)."""
 
     conversation_id: str
     previous_status: ConversationStatus | None
@@ -61,11 +63,14 @@ def close_session(
 
     Nothing is lost if the send fails after the write: the caller answers 5xx, and a retry
     of the stop within ``resend_window`` of it sends the recorded stop's cancel again
-    (same ``stop_id``: a FIFO queue drops the duplicate, a worker ignores it). Beyond the
-    window the workers' backstop, which re-reads the record, has already stopped the loop.
+    (same ``stop_id``: a FIFO queue drops the duplicate, a worker ignores it;
+    tests/test_stop_contract.py). With or without a cancel, the backstop of the worker
+    holding the run reads STOPPED on the row and stops the loop
+    (tests/worker/test_backstop.py).
 
     The cancel names the run the write stopped (the row's ``run_id`` before it), and goes to
-    the queue the run's claim recorded: only that run's worker acts on it, and only on it.
+    the queue the run's claim recorded (the stack queue when there is none): only that run's
+    worker acts on it, and only on it.
     """
     transition = table.mark_stopped(conversation_id, stop)
     record = transition.record

@@ -18,8 +18,9 @@ from enum import StrEnum
 from openhands_stop.domain.models import RunEnd
 from openhands_stop.domain.ports import RunEnds
 
-# Seconds between reads: the loop usually ends some tens of ms after the cancel is sent, so
-# the first reads come quickly and later ones back off (at most 5 reads a second).
+# Seconds between reads: short first, since a running worker's loop ends soon after its
+# cancel arrives (docs/performance.md has the figures), then backing off to the last step
+# (at most 5 reads a second).
 _CADENCE = (0.025, 0.025, 0.05, 0.1, 0.1, 0.2)
 
 

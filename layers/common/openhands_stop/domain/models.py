@@ -13,8 +13,10 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 """What a conversation id may be: path characters, dots and unicode never reach AWS."""
 
 CANCEL_SCHEMA_VERSION = 4
-"""2 added ``run_id``, 3 ``row_version``, 4 who asked (``source_ip``, ``user_agent``,
-``reason``); a worker still reads 1 to 3 (``Run.targeted_by``)."""
+"""The cancel's version. Beyond version 1's fields, 2 carries ``run_id``, 3 ``row_version``,
+4 who asked (``source_ip``, ``user_agent``, ``reason``); a worker reads every version, a
+cancel without ``run_id`` or ``row_version`` being matched to a run by the row
+(``Run.targeted_by``; tests/worker/test_runs.py)."""
 
 
 # The statuses of OpenHands 0.53, the version the route's OpenAPI document describes.

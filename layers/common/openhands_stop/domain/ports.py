@@ -49,7 +49,9 @@ class RunEnds(Protocol):
 
 class CancelQueue(Protocol):
     def send(self, message: CancelMessage, queue_url: str | None) -> None:
-        """Put ``message`` on ``queue_url``, or on the default queue when it is ``None``."""
+        """Put ``message`` on ``queue_url`` (the row's ``cancel_queue_url``: its run's worker
+        queue), or on the stack queue when it is ``None``, is not a worker queue of this
+        stack, or no longer exists (tests/test_cancel_routing.py)."""
         ...
 
 
@@ -99,13 +101,17 @@ class ClaimTable(Protocol):
     def record_run_ended(
         self, conversation_id: str, run_id: str, *, via: RunEnd, now: datetime
     ) -> bool:
-        """Record that run ``run_id``'s loop has ended (STOPPED if it still said RUNNING)."""
+        """Record that run ``run_id``'s loop has ended (STOPPED if it still said RUNNING):
+        ``True`` when the row now says it ended (by this call, by an earlier attempt of it
+        whose answer was lost, or by a peer's release), ``False`` when the row is another
+        run's or gone."""
         ...
 
     def release_lost_run(
         self, conversation_id: str, run_id: str, *, worker_instance: str, now: datetime
     ) -> bool:
-        """End a dead worker's run on its row (``worker_lost``), only if it is still its."""
+        """End a dead worker's run on its row (``worker_lost``), only if it is still its:
+        ``True`` when this call ended it."""
         ...
 
     def move_run(
@@ -118,15 +124,22 @@ class ClaimTable(Protocol):
         cancel_queue_url: str,
         now: datetime,
     ) -> bool:
-        """Record a new holder instance and queue for a run this worker holds."""
+        """Record a new holder instance and queue for a run this worker holds (its worker
+        made a new queue): ``True`` when this call recorded it."""
         ...
 
     def runs_of(self, worker_instance: str) -> list[HeldRun]:
-        """The runs the runs-by-worker index holds for this worker instance."""
+        """The runs the runs-by-worker index holds for this worker instance. The index is
+        eventually consistent: a claim of the last moment may be missing, so absence alone
+        proves nothing."""
         ...
 
     def records(self, conversation_ids: Iterable[str]) -> dict[str, ConversationRecord]:
-        """The current rows of these conversations, read strongly consistent, by id."""
+        """The current rows of these conversations, read strongly consistent, by id.
+
+        Ids without a row, or whose status is none of ours, are absent from the answer; so
+        is a row that cannot be read at all (logged): one bad row never hides the others.
+        """
         ...
 
 
@@ -146,11 +159,31 @@ class CancelInbox(Protocol):
     def queue_url(self) -> str: ...
 
     def receive(self, wait_seconds: int, max_messages: int = 10) -> list[ReceivedMessage]:
-        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive."""
+        """Up to ``max_messages``, waiting up to ``wait_seconds`` for the first to arrive
+        (at most what the queue allows of each); none when the wait ends empty."""
         ...
 
-    def delete(self, message: ReceivedMessage) -> None: ...
+    def delete(self, message: ReceivedMessage) -> None:
+        """The message is handled: it is never delivered again."""
+        ...
 
     def hand_back(self, message: ReceivedMessage) -> None:
-        """Make the message visible again now, for another reader or our next life."""
+        """Make the message visible again now, for another reader or this worker's next
+        instance."""
         ...
+
+
+@dataclass(frozen=True)
+class SecretVersion:
+    """One stage of the session-key secret: its key (``None`` when empty or absent) and when
+    it was made."""
+
+    key: str | None
+    created_at: datetime | None
+
+
+class KeySource(Protocol):
+    """Where the route reads the session key: one stage of it (``AWSCURRENT``,
+    ``AWSPREVIOUS``) per call."""
+
+    def fetch(self, stage: str) -> SecretVersion: ...

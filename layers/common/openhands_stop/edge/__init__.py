@@ -1,1 +1,1 @@
-"""The HTTP face of the stop: the FastAPI app, the session-key check, the Lambda entry."""
+"""The HTTP face of the stop: the FastAPI app, the session-key check, the route's settings."""

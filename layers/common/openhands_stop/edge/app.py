@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import compile_path
 from starlette.types import Scope
 
+from openhands_stop.constants import SESSION_KEY_HEADER
 from openhands_stop.domain import ConversationResponse, DependencyFailure
 from openhands_stop.domain.confirmation import Confirmation
 from openhands_stop.domain.models import CONVERSATION_ID_PATTERN
 from openhands_stop.edge import observability
 from openhands_stop.edge.headers import NoCacheHeaders
-from openhands_stop.edge.key_guard import SESSION_KEY_HEADER, SessionKeyGuard
+from openhands_stop.edge.key_guard import SessionKeyGuard
 from openhands_stop.edge.service import Requester, StopService
 
 logger = Logger(service=observability.SERVICE)
@@ -140,7 +141,7 @@ def create_app(service: StopService, *, serve_docs: bool = True) -> FastAPI:
     # Outermost first: every answer gets the headers, the guard's own included.
     app.add_middleware(
         SessionKeyGuard,
-        check=service.verifier,
+        verifier=service.verifier,
         refused=_unauthorized,
         unavailable=lambda scope, failure: _failure(
             _conversation_id(scope) or "",

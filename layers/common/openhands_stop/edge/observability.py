@@ -89,9 +89,10 @@ def record_stop(
     confirmation: StopConfirmation | None = None,
     requester: Requester | None = None,
 ) -> None:
-    """A stop answered 200: the loop was stopped now (confirmed or not, with a wait), or was
-    not running (and maybe the recorded stop's cancel was sent again because the stop was
-    retried). Who asked is on the line too: address, user agent, reason; never the key."""
+    """A stop answered 200: this call recorded the stop and sent its cancel (its loop's end
+    confirmed or not, with a wait), or the conversation was not running (and the recorded
+    stop's cancel was sent again when this is a retry within the resend window). Who asked
+    is on the line too: address, user agent, reason; never the key."""
     metrics: tuple[Metric, ...]
     outcome_of_wait = confirmation.outcome if confirmation else Confirmation.NOT_WAITED
     if result.previous_status is not None:

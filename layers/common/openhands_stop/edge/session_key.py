@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from openhands_stop.aws.session_key import SecretVersion
 from openhands_stop.domain.errors import DependencyFailure
 from openhands_stop.domain.models import utc_now
+from openhands_stop.domain.ports import KeySource
 
 LOG = logging.getLogger(__name__)
 
@@ -22,10 +21,6 @@ PREVIOUS = "AWSPREVIOUS"
 
 # Compared against when there is no key at all, so a refused request costs the same work.
 _NO_KEY_DIGEST = hashlib.sha256(b"\x00no session key configured\x00").digest()
-
-
-class KeySource(Protocol):
-    def fetch(self, stage: str) -> SecretVersion: ...
 
 
 def _digest(key: str) -> bytes:

@@ -10,7 +10,7 @@ from openhands_stop.edge.observability import DEFAULT_NAMESPACE, SERVICE
 from openhands_stop.settings import StackResources
 
 
-class Settings(StackResources):
+class RouteSettings(StackResources):
     """The stack's resources, the secret, and the few timings the stop depends on."""
 
     session_key_secret_id: str = Field(alias="SESSION_API_KEY_SECRET_ID", min_length=1)

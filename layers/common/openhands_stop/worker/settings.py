@@ -7,7 +7,7 @@ import socket
 
 from pydantic import Field, model_validator
 
-from openhands_stop.aws.clients import LONG_POLL_SECONDS_MAX
+from openhands_stop.constants import LONG_POLL_SECONDS_MAX
 from openhands_stop.settings import StackResources
 
 

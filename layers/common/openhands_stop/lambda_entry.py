@@ -2,7 +2,8 @@
 
 Its one job is adapting Lambda to the ASGI app: reading events (and refusing ones no API
 Gateway sends), Lambda's cold-start concerns (``pydantic.v1``, SnapStart), and the handler.
-The service comes from ``openhands_stop.wiring``, the app from ``edge.app``.
+It composes, beside ``wiring``: the service comes from ``wiring.build_service``, the app from
+``edge.app`` (the layers: README.md, tests/test_dependencies.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mangum.types import Scope
 
 from openhands_stop.edge import observability
 from openhands_stop.edge.app import create_app, logger
-from openhands_stop.edge.settings import Settings
+from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
 
 LambdaHandler = Any
@@ -37,10 +38,11 @@ MALFORMED_EVENT_RESPONSE: dict[str, Any] = {
 class _HttpApiEvent(HTTPGateway):
     """Mangum's handler for HTTP API and Function URL events, building the ASGI scope once.
 
-    Mangum 0.22 builds an event's scope (headers re-encoded, the path stripped) for the app,
-    then builds it all again after the response only to read the payload version: here the
-    second read is the first one's result. Tried before Mangum's own handlers, it takes the
-    events they would give HTTPGateway (those with ``version`` and ``requestContext``).
+    Mangum's ``HTTPGateway`` builds an event's scope (headers re-encoded, the path stripped)
+    for the app, and reads ``scope`` again after the response for the payload version: here
+    that read is the first one's result. Tried before Mangum's own handlers, it takes the
+    events they would give HTTPGateway (those with ``version`` and ``requestContext``);
+    tests/test_events.py counts the builds for each event shape.
     """
 
     @cached_property
@@ -79,16 +81,16 @@ def skip_pydantic_v1() -> None:
     """Refuse ``pydantic.v1`` in this process, unless something already imported it.
 
     FastAPI imports it (a cost of every cold start: docs/performance.md) while it builds a
-    route, only to check that none of the route's types is a pydantic v1 model, which it no
-    longer supports. None of ours is, and nothing in the layer uses v1: with the import
-    refused, FastAPI's check answers "not v1" at once, as it does wherever ``pydantic.v1``
-    is absent (tests/test_import_budget.py forbids the import).
+    route, only to check that none of the route's types is a pydantic v1 model, which it does
+    not support. None of ours is, and nothing in the layer uses v1: with the import refused,
+    FastAPI's check answers "not v1" at once, as it does wherever ``pydantic.v1`` is absent
+    (tests/test_import_budget.py forbids the import).
     """
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
-def build_handler(settings: Settings | None = None) -> LambdaHandler:
-    service = build_service(settings or Settings.from_environment())
+def build_handler(settings: RouteSettings | None = None) -> LambdaHandler:
+    service = build_service(settings or RouteSettings.from_environment())
     skip_pydantic_v1()
     asgi = Mangum(
         _RejectUnreadableRequest(create_app(service, serve_docs=False)),
@@ -96,10 +98,10 @@ def build_handler(settings: Settings | None = None) -> LambdaHandler:
         custom_handlers=[_HttpApiEvent],
     )
 
-    # No logger.inject_lambda_context: it is a measurable part of a warm request
-    # (docs/performance.md), and the request's line (observability) carries the Lambda request
-    # id and cold start. Without it, POWERTOOLS_LOGGER_LOG_EVENT cannot log an event (and the
-    # X-Session-API-Key in it).
+    # No logger.inject_lambda_context: the request's line (observability) carries the Lambda
+    # request id and cold start itself, so it would cost every warm request for nothing
+    # (docs/performance.md); and without it POWERTOOLS_LOGGER_LOG_EVENT cannot log an event
+    # (and the X-Session-API-Key in it).
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             response: dict[str, Any] = asgi(event, context)
