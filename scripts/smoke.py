@@ -15,7 +15,7 @@
    that the row is STOPPED;
 5. receives the cancel on its own queue (naming its run), then deletes the queue and the row.
 
-It never touches the stack's queue, so other conversations' cancels are never received (and
+It never touches the stack queue, so other conversations' cancels are never received (and
 never counted towards their ``maxReceiveCount``). The key comes from the environment
 (``KEY``) or the first line of standard input (a prompt without echo on a terminal), never
 from a command line, and is never printed.

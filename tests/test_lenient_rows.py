@@ -44,7 +44,7 @@ def test_a_running_row_with_a_malformed_field_is_stopped_and_its_cancel_sent(
     assert response.status_code == 200
     assert response.json()["message"] == "Conversation stopped successfully"
     assert response.json()["conversation_status"] == "RUNNING"
-    [cancel] = drain_queue(stack)  # an unusable queue URL is absent: the stack's queue
+    [cancel] = drain_queue(stack)  # an unusable queue URL is absent: the stack queue
     assert cancel["sid"] == case
     [field] = BAD_FIELDS[case]
     assert f"fields={field}" in caplog.text

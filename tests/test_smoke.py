@@ -131,7 +131,7 @@ def test_smoke_stops_a_conversation_it_registers_and_receives_its_cancel(
     assert cancel["run_id"].startswith("smoke-run-"), "the run its claim started"
     assert "smoke: ok" in out
     assert DEMO_SESSION_KEY not in out + result.stderr, "the key is never printed"
-    # It cleans up: its row and its queue are gone; the stack's queue was never touched.
+    # It cleans up: its row and its queue are gone; the stack queue was never touched.
     items = wire_stack.client("dynamodb").scan(TableName=wire_stack.table_name)["Items"]
     assert not [i for i in items if i["conversation_id"]["S"] == cancel["sid"]]
     sqs = wire_stack.client("sqs")
@@ -167,7 +167,7 @@ def test_smoke_gives_its_queue_the_stack_queue_s_shape(
 def test_smoke_never_receives_other_conversations_cancels(
     wire_stack: Stack, served: str, moto_endpoint: str
 ) -> None:
-    """Foreign cancels on the stack's queue are never received: none counts towards its
+    """Foreign cancels on the stack queue are never received: none counts towards its
     maxReceiveCount (five smoke runs used to send them to the dead-letter queue)."""
     register_stack(wire_stack, served + "/api/conversations/{conversation_id}/stop")
     sqs = wire_stack.client("sqs")

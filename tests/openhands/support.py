@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -11,12 +12,22 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from local.emulation import Stack
+from local.emulation import ROOT, Stack
 
 T = TypeVar("T")
 
 
-MANAGER_CLASS = "openhands_stop.integrations.openhands.StopAwareConversationManager"
+def manager_class_on_the_page() -> str:
+    """The ``CONVERSATION_MANAGER_CLASS`` value docs/openhands.md tells operators to set."""
+    page = (ROOT / "docs" / "openhands.md").read_text(encoding="utf-8")
+    found = re.findall(r"^\| `CONVERSATION_MANAGER_CLASS` \| `([\w.]+)` \|", page, re.MULTILINE)
+    if len(found) != 1:
+        raise AssertionError("docs/openhands.md must name one CONVERSATION_MANAGER_CLASS value")
+    return str(found[0])
+
+
+MANAGER_CLASS = manager_class_on_the_page()
+"""The real OpenHands server in these tests loads the class by the value the page gives."""
 
 
 WORKER_ID = "openhands-test-server"

@@ -104,7 +104,7 @@ def test_the_dlq_takes_the_fleets_worker_queues_by_default_or_names_its_sources(
 ) -> None:
     """Workers create their queues at run time (any number, not known to the stack), and SQS
     names at most 10 sources and no wildcard: by default every queue of the account (redrive
-    never crosses accounts); ``stack-queues`` names the stack's queue and hand-made ones."""
+    never crosses accounts); ``stack-queues`` names the stack queue and hand-made ones."""
     queue = default["Resources"]["CancelQueue"]["Properties"]
     assert queue["QueueName"] == "${AWS::StackName}-cancel.fifo"
     stack_queue = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + (

@@ -26,7 +26,7 @@ from tests.template.support import (
 )
 
 STOP_ROUTE = "POST /api/conversations/{conversation_id}/stop"
-# Stack names cannot hold `_`: no other stack's queue names fall under this prefix.
+# Stack names cannot hold `_`: no other stack queue names fall under this prefix.
 WORKER_QUEUE_PREFIX = "${AWS::StackName}_cancel-worker-"
 WORKER_QUEUES_ARN = (
     "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"

@@ -102,7 +102,7 @@ async def wait_until_logged(
 
 
 def worker_factory(stack: Stack) -> WorkerFactory:
-    """Workers on ``stack``: the stack's queue unless given, passes driven by hand."""
+    """Workers on ``stack``: the stack queue unless given, passes driven by hand."""
 
     def make(
         queue_url: str | None = None,

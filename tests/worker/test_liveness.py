@@ -196,7 +196,7 @@ async def test_a_counter_edited_into_anything_is_still_judged_by_whether_it_move
 async def test_a_fallback_cancel_reaches_the_worker_holding_the_run(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
-    """The row names no usable queue: the cancel goes to the stack's queue, where another
+    """The row names no usable queue: the cancel goes to the stack queue, where another
     worker receives it and sends it on to the holder, which stops its run via its queue."""
     seed(stack, {"held": "STARTING"})
     holder = fleet(make_worker, stack, Clock())
@@ -219,7 +219,7 @@ async def test_a_fallback_cancel_reaches_the_worker_holding_the_run(
     assert stopped == [Outcome.STOPPED]
     assert task.cancelled()
     assert (read_record(stack, "held") or {})["loop_stopped_via"] == "queue"
-    assert drain_queue(stack) == []  # deleted from the stack's queue once forwarded
+    assert drain_queue(stack) == []  # deleted from the stack queue once forwarded
     await holder.aclose()
     await other.aclose()
 

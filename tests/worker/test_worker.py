@@ -315,7 +315,7 @@ async def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backst
 ) -> None:
     """``async with``: polling and backstop in the background, and a clean close."""
     seed(stack, {"by-queue": "STARTING", "by-backstop": "STARTING", "left": "STARTING"})
-    # Its queue is not one the route sends to (both cancels go to the stack's queue), so the
+    # Its queue is not one the route sends to (both cancels go to the stack queue), so the
     # test decides what reaches it; the grace leaves by-queue to the cancel it is given.
     own = stack.client("sqs").create_queue(
         QueueName="unrouted.fifo", Attributes={"FifoQueue": "true"}
@@ -446,7 +446,7 @@ async def test_the_backstop_still_stops_loops_when_the_queue_fails(
     async with worker:
         task = await worker.start(CONVERSATION, agent)
         # The claim's queue is not one the route may send to: the cancel goes to the
-        # stack's queue instead, which this worker does not read.
+        # stack queue instead, which this worker does not read.
         service.stop(CONVERSATION, "r")
         await asyncio.wait_for(asyncio.wait({task}), 10)
 

@@ -22,7 +22,7 @@ from tests.worker.support import Agent, WorkerFactory, cancel_for, send_raw
 
 
 def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
-    """A worker configured as every worker of the fleet is: the stack's queue and prefix."""
+    """A worker configured as every worker of the fleet is: the stack queue and prefix."""
     return make_worker(stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix, **overrides)
 
 
@@ -196,7 +196,7 @@ async def test_a_queue_deleted_with_its_instance_declared_dead_halts_its_runs_an
 async def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_runs(
     stack: Stack, make_worker: WorkerFactory
 ) -> None:
-    """Cancels whose run's queue was unknown or gone land on the stack's queue."""
+    """Cancels whose run's queue was unknown or gone land on the stack queue."""
     seed(stack, {"here": "STARTING"})
     worker = fleet_worker(make_worker, stack)
 

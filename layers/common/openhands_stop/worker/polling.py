@@ -2,7 +2,7 @@
 
 A message that is not a cancel is set aside at once (a copy on the dead-letter queue, then
 deleted) rather than left to hold back its FIFO group until its redrive. A cancel for no
-run held here may be for a run another worker holds (a fallback to the stack's queue):
+run held here may be for a run another worker holds (a fallback to the stack queue):
 ``route`` sends it on to that worker's queue before it is deleted here.
 """
 

@@ -1,6 +1,6 @@
-"""Fallback cancels: a cancel on the stack's queue for a run another worker holds.
+"""Fallback cancels: a cancel on the stack queue for a run another worker holds.
 
-The route sends a cancel to the stack's queue when the row names no usable queue (a queue
+The route sends a cancel to the stack queue when the row names no usable queue (a queue
 deleted, a row of other code's). Every fleet worker drains that queue, so the one that
 receives it is usually not the run's holder: it reads the row (strongly consistent), finds
 the holder's instance, and sends the cancel, as received, on to that instance's queue
