@@ -113,7 +113,7 @@ class Stack:
 
     endpoint_url: str | None
     table_name: str
-    queue_url: str
+    stack_queue_url: str
     dead_letter_queue_url: str
     secret_id: str
     worker_queue_prefix: str
@@ -124,7 +124,7 @@ class Stack:
         env = {
             **AWS_DUMMY_ENV,
             "CONVERSATIONS_TABLE_NAME": self.table_name,
-            "CANCEL_QUEUE_URL": self.queue_url,
+            "CANCEL_QUEUE_URL": self.stack_queue_url,
             "WORKER_QUEUE_PREFIX": self.worker_queue_prefix,
             "SESSION_API_KEY_SECRET_ID": self.secret_id,
             "POWERTOOLS_SERVICE_NAME": SERVICE,

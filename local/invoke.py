@@ -59,7 +59,7 @@ def main() -> None:
         response = invoke(event, stack)
         messages = (
             stack.client("sqs")
-            .receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=10)
+            .receive_message(QueueUrl=stack.stack_queue_url, MaxNumberOfMessages=10)
             .get("Messages", [])
         )
     print(json.dumps(response, indent=2))

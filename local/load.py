@@ -129,7 +129,7 @@ class _Drainer(threading.Thread):
     def __init__(self, stack: Stack) -> None:
         super().__init__(daemon=True)
         self._sqs = stack.client("sqs")
-        self._url = stack.queue_url
+        self._url = stack.stack_queue_url
         self.delivered: list[tuple[str, str]] = []
         self.stop_when_empty = threading.Event()
         self.error: BaseException | None = None

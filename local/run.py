@@ -81,7 +81,7 @@ def _banner(port: int, endpoint: str, stack: Stack) -> str:
     url = f"http://localhost:{port}/api/conversations/{DEMO_AGENT}/stop"
     return f"""
 Stop route     http://localhost:{port}  (docs: http://localhost:{port}/docs)
-AWS emulation  {endpoint}  table {stack.table_name}, queue {stack.queue_url}
+AWS emulation  {endpoint}  table {stack.table_name}, queue {stack.stack_queue_url}
 Session key    {DEMO_SESSION_KEY}   (the emulation's own; never a real secret)
 Agent worker   {WORKER_ID}: runs {DEMO_AGENT} (claimed: RUNNING), ticking once a second
 Also seeded    demo-running (RUNNING), demo-starting (STARTING), demo-stopped (STOPPED)

@@ -103,7 +103,7 @@ class AwsCallCounter:
 def drain_queue(stack: Stack, queue_url: str | None = None) -> list[dict[str, Any]]:
     """Every message body on the queue (received and deleted), as parsed JSON."""
     sqs = stack.client("sqs")
-    url = queue_url or stack.queue_url
+    url = queue_url or stack.stack_queue_url
     bodies: list[dict[str, Any]] = []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])

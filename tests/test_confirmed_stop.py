@@ -54,7 +54,7 @@ async def test_a_stop_answers_once_the_worker_recorded_the_loops_end(
 ) -> None:
     seed(stack, {"live": "STARTING"})
     worker = worker_factory(stack)(
-        stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix, wait_time_seconds=5
+        stack.stack_queue_url, worker_queue_prefix=stack.worker_queue_prefix, wait_time_seconds=5
     )
     async with worker:
         task = await worker.start("live", Agent())
@@ -102,7 +102,9 @@ async def test_a_stop_of_a_run_whose_worker_is_known_dead_answers_at_once_not_ru
     stack: Stack, route: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed(stack, {"orphaned": "STARTING"})
-    dead = worker_factory(stack)(stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix)
+    dead = worker_factory(stack)(
+        stack.stack_queue_url, worker_queue_prefix=stack.worker_queue_prefix
+    )
     await dead.start("orphaned", Agent())
     stack.client("dynamodb").update_item(  # what a peer's verdict writes
         TableName=stack.table_name,

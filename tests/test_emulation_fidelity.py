@@ -41,7 +41,7 @@ class _Announcing(threading.Condition):
 @pytest.fixture
 def queue(wire_stack: Stack) -> _Announcing:
     """The condition of the stack queue in moto's server (in this process)."""
-    account, name = wire_stack.queue_url.rsplit("/", 2)[1:]
+    account, name = wire_stack.stack_queue_url.rsplit("/", 2)[1:]
     moto_queue = sqs_backends[account][REGION].get_queue(name)
     condition = _Announcing()
     moto_queue._messages_lock = condition
@@ -56,7 +56,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 def _send(sqs: Any, stack: Stack, body: str, group: str = GROUP) -> None:
     sqs.send_message(
-        QueueUrl=stack.queue_url,
+        QueueUrl=stack.stack_queue_url,
         MessageBody=body,
         MessageGroupId=group,
         MessageDeduplicationId=uuid.uuid4().hex,
@@ -66,7 +66,7 @@ def _send(sqs: Any, stack: Stack, body: str, group: str = GROUP) -> None:
 def _receive(sqs: Any, stack: Stack, count: int = 10) -> list[dict[str, Any]]:
     """One receive at the worker's long poll (20 s)."""
     answer = sqs.receive_message(
-        QueueUrl=stack.queue_url, WaitTimeSeconds=20, MaxNumberOfMessages=count
+        QueueUrl=stack.stack_queue_url, WaitTimeSeconds=20, MaxNumberOfMessages=count
     )
     messages: list[dict[str, Any]] = answer.get("Messages", [])
     return messages
@@ -95,7 +95,7 @@ def test_a_group_unlocked_by_a_delete_is_delivered_within_the_poll(
     [cancel_a] = _receive(sqs, wire_stack)
 
     poll = _long_poll_waiting(sqs, wire_stack, queue, pool)
-    sqs.delete_message(QueueUrl=wire_stack.queue_url, ReceiptHandle=cancel_a["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=wire_stack.stack_queue_url, ReceiptHandle=cancel_a["ReceiptHandle"])
     _send(sqs, wire_stack, "cancel B")
 
     # The poll already waiting returns with B, not empty at the end of its wait.
@@ -112,7 +112,9 @@ def test_a_group_unlocked_by_a_visibility_of_zero_is_redelivered_in_order_within
 
     poll = _long_poll_waiting(sqs, wire_stack, queue, pool)
     sqs.change_message_visibility(
-        QueueUrl=wire_stack.queue_url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0
+        QueueUrl=wire_stack.stack_queue_url,
+        ReceiptHandle=first["ReceiptHandle"],
+        VisibilityTimeout=0,
     )
 
     assert _bodies(poll.result(ENOUGH)) == ["first", "second"]
@@ -134,5 +136,5 @@ def test_a_group_stays_locked_while_its_message_is_in_flight(
     assert _bodies(poll.result(ENOUGH)) == ["other"]
 
     # Once "first" is deleted, "second" is next.
-    sqs.delete_message(QueueUrl=wire_stack.queue_url, ReceiptHandle=first["ReceiptHandle"])
+    sqs.delete_message(QueueUrl=wire_stack.stack_queue_url, ReceiptHandle=first["ReceiptHandle"])
     assert _bodies(_receive(sqs, wire_stack)) == ["second"]

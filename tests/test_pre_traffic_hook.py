@@ -84,7 +84,7 @@ def test_a_working_version_passes_and_the_hook_reports_succeeded(
     items = seeded.client("dynamodb").scan(TableName=seeded.table_name)["Items"]
     assert not [i for i in items if i["conversation_id"]["S"].startswith("pre-traffic-")]
     sqs = seeded.client("sqs")
-    assert not sqs.receive_message(QueueUrl=seeded.queue_url).get("Messages")
+    assert not sqs.receive_message(QueueUrl=seeded.stack_queue_url).get("Messages")
 
 
 def _answer(status: int, body: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def register_stack(stack: Stack, stop_url: str, name: str = STACK_NAME) -> None:
     outputs = {
         "StopUrl": stop_url,
         "ConversationsTableName": stack.table_name,
-        "CancelQueueUrl": stack.queue_url,
+        "CancelQueueUrl": stack.stack_queue_url,
         "WorkerQueuePrefix": stack.worker_queue_prefix,
         "StopFunctionAlias": publish_live(stack),
     }
@@ -147,13 +147,13 @@ def test_smoke_gives_its_queue_the_stack_queue_s_shape(
     from scripts import smoke
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    url = smoke.create_own_queue(wire_stack.queue_url, wire_stack.worker_queue_prefix)
+    url = smoke.create_own_queue(wire_stack.stack_queue_url, wire_stack.worker_queue_prefix)
     try:
         sqs = wire_stack.client("sqs")
         own = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        stack = sqs.get_queue_attributes(QueueUrl=wire_stack.queue_url, AttributeNames=["All"])[
-            "Attributes"
-        ]
+        stack = sqs.get_queue_attributes(
+            QueueUrl=wire_stack.stack_queue_url, AttributeNames=["All"]
+        )["Attributes"]
         assert own["FifoQueue"] == "true"
         assert own["RedrivePolicy"] == stack["RedrivePolicy"]
         name = url.rsplit("/", 1)[1]
@@ -173,7 +173,7 @@ def test_smoke_never_receives_other_conversations_cancels(
     sqs = wire_stack.client("sqs")
     other = {"message_type": "close_session", "sid": "someone-else", "stop_id": "s1"}
     sqs.send_message(
-        QueueUrl=wire_stack.queue_url,
+        QueueUrl=wire_stack.stack_queue_url,
         MessageBody=json.dumps(other),
         MessageGroupId="someone-else",
         MessageDeduplicationId="s1",
@@ -183,7 +183,7 @@ def test_smoke_never_receives_other_conversations_cancels(
         result = make_smoke(moto_endpoint, f"URL={served}", f"STACK={STACK_NAME}")
         assert result.returncode == 0, result.stdout + result.stderr
     received = wire_stack.client("sqs").receive_message(
-        QueueUrl=wire_stack.queue_url, AttributeNames=["ApproximateReceiveCount"]
+        QueueUrl=wire_stack.stack_queue_url, AttributeNames=["ApproximateReceiveCount"]
     )["Messages"]
     assert [json.loads(m["Body"])["sid"] for m in received] == ["someone-else"]
     assert received[0]["Attributes"]["ApproximateReceiveCount"] == "1", "this is its first"

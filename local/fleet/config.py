@@ -59,7 +59,7 @@ class FleetConfig:
             **AWS_DUMMY_ENV,
             "AWS_ENDPOINT_URL": stack.endpoint_url,
             "CONVERSATIONS_TABLE_NAME": stack.table_name,
-            "CANCEL_QUEUE_URL": stack.queue_url,
+            "CANCEL_QUEUE_URL": stack.stack_queue_url,
             "WORKER_QUEUE_PREFIX": prefix,
             "QUEUE_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
             "ORPHAN_QUEUE_SECONDS": str(self.orphan_seconds),

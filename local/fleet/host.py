@@ -103,7 +103,7 @@ async def serve() -> None:
         counter.own_instance = lambda: worker.instance
         emit(
             event="host_ready",
-            cancel_queue_url=worker.queue_url,
+            queue_url=worker.queue_url,
             instance=worker.instance,
             clock_offset_seconds=offset,
         )

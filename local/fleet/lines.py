@@ -55,7 +55,7 @@ class HostLines:
         if "reply" in document:
             self._arrive(("reply", str(document["reply"])), document)
         elif event == "host_ready":
-            self.hosts[index].queue_url = document.get("cancel_queue_url")
+            self.hosts[index].queue_url = document.get("queue_url")
             self.instances[index] = str(document.get("instance"))
             self._arrive(("ready", str(index)), document)
         elif event == "conversation_stopped" and document.get("run_id"):

@@ -90,7 +90,7 @@ async def shut_down(fleet: Fleet) -> None:
     await asyncio.to_thread(_check_shutdown_rows, fleet)
     attributes = await asyncio.to_thread(
         fleet.sqs.get_queue_attributes,
-        QueueUrl=fleet.stack.queue_url,
+        QueueUrl=fleet.stack.stack_queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     result.stack_queue_left = sum(int(v) for v in attributes["Attributes"].values())

@@ -114,7 +114,7 @@ def worker_factory(stack: Stack) -> WorkerFactory:
         settings = WorkerSettings.model_validate(
             {
                 "table_name": stack.table_name,
-                "stack_queue_url": queue_url or stack.queue_url,
+                "stack_queue_url": queue_url or stack.stack_queue_url,
                 "worker_id": WORKER_ID,
                 "wait_time_seconds": 0,
                 "backstop_seconds": 3600,  # passes are driven by hand: backstop_once()

@@ -49,7 +49,7 @@ async def test_malformed_rows_are_stopped_and_later_lost_cancels_still_carried_o
 ) -> None:
     seed(stack, dict.fromkeys([*MALFORMED, "later"], "STARTING"))
     # It reads a queue the route never sends to: every stop here is the backstop's.
-    unread = stack.queue_url.replace("/cancel", "/unread-queue")
+    unread = stack.stack_queue_url.replace("/cancel", "/unread-queue")
     worker = make_worker(unread, backstop_seconds=0.1, wait_time_seconds=1)
     agent = Agent()
     caplog.set_level(logging.WARNING)

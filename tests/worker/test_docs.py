@@ -67,7 +67,7 @@ async def test_the_documented_embedding_runs_and_its_loops_stop(
     assert {line["conversation_id"] for line in stopped} == {"conversation-1", "conversation-2"}
     assert _status(stack, "conversation-1") == "STOPPED"
     assert _status(stack, "elsewhere") == "RUNNING"
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)
     prefix = stack.worker_queue_prefix
     assert stack.client("sqs").list_queues(QueueNamePrefix=prefix).get("QueueUrls", []) == []
 

@@ -61,7 +61,7 @@ def test_a_stop_over_http_stops_the_running_loop_within_two_seconds(wire_stack: 
     assert stopped["cleanup_completed"] is True
     assert 0 <= stopped["stop_to_stopped_ms"] < STOP_TO_STOPPED_BOUND_MS
     assert _status(wire_stack) == "STOPPED"
-    assert queue_depth(wire_stack, wire_stack.queue_url) == (0, 0)  # handled and deleted
+    assert queue_depth(wire_stack, wire_stack.stack_queue_url) == (0, 0)  # handled and deleted
     assert any("agent loop stopped" in line for line in worker.stdout)
     [closed] = [e for e in worker.seen if e["event"] == "worker_stopped"]
     assert closed["loops_left"] == 0
@@ -95,7 +95,7 @@ def test_the_backstop_stops_the_loop_when_the_cancel_is_lost(wire_stack: Stack) 
     assert stopped["cleanup_completed"] is True
     assert _status(wire_stack) == "STOPPED"
     wait_until(lambda: queue_depth(wire_stack, black_hole) == (1, 0), "the lost cancel")
-    assert queue_depth(wire_stack, wire_stack.queue_url) == (0, 0)
+    assert queue_depth(wire_stack, wire_stack.stack_queue_url) == (0, 0)
     assert any("agent loop stopped" in line for line in worker.stdout)
 
 

@@ -37,7 +37,7 @@ class Elapsed:
 
 def fleet(make_worker: WorkerFactory, stack: Stack, clock: Clock, **overrides: Any) -> Worker:
     return make_worker(
-        stack.queue_url,
+        stack.stack_queue_url,
         worker_queue_prefix=stack.worker_queue_prefix,
         orphan_queue_seconds=ORPHAN,
         queue_heartbeat_seconds=5,
@@ -277,7 +277,7 @@ async def test_a_stop_restart_stop_on_one_worker_gets_both_cancels_via_its_queue
     waiting, as on SQS (local.fifo_moto), not when that poll ends."""
     seed(stack, {"again": "STARTING"})
     worker = make_worker(
-        stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix, wait_time_seconds=20
+        stack.stack_queue_url, worker_queue_prefix=stack.worker_queue_prefix, wait_time_seconds=20
     )
     agent = Agent()
     async with worker:

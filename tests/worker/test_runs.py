@@ -77,13 +77,13 @@ async def test_a_stale_cancel_for_an_older_run_never_stops_the_newer_one(
     service.stop(CONVERSATION, "req-run-1")
     [first_cancel] = drain_queue(stack)
     assert first_cancel["run_id"] == first_run
-    send_raw(stack, stack.queue_url, CancelMessage(**first_cancel).model_dump_json(), "a")
+    send_raw(stack, stack.stack_queue_url, CancelMessage(**first_cancel).model_dump_json(), "a")
     assert await worker.poll_once() == [Outcome.STOPPED]
 
     await worker.register(CONVERSATION)
     second = await worker.start(CONVERSATION, agent)
     # The same cancel again, as a redrive would deliver it (a new dedup id).
-    send_raw(stack, stack.queue_url, CancelMessage(**first_cancel).model_dump_json(), "b")
+    send_raw(stack, stack.stack_queue_url, CancelMessage(**first_cancel).model_dump_json(), "b")
     outcomes = await worker.poll_once()
     still_running = not second.done()
     await worker.aclose()
@@ -93,7 +93,7 @@ async def test_a_stale_cancel_for_an_older_run_never_stops_the_newer_one(
     [stale] = [e for e in events(caplog, "cancel_handled") if e["outcome"] == "stale"]
     assert stale["conversation_id"] == CONVERSATION
     assert len(stopped_lines(caplog)) == 1  # only run 1 was ever stopped by a cancel
-    assert queue_depth(stack, stack.queue_url) == (0, 0)  # the stale one is deleted
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)  # the stale one is deleted
 
 
 @pytest.mark.anyio
@@ -115,7 +115,7 @@ async def test_a_cancel_without_a_run_is_matched_by_the_row_never_by_clocks(
             request_id="r",
             requested_at=utc_now() + timedelta(minutes=5),
         ).model_dump(mode="json", exclude={"run_id", "row_version"})
-        send_raw(stack, stack.queue_url, json.dumps(body), dedup)
+        send_raw(stack, stack.stack_queue_url, json.dumps(body), dedup)
 
     await worker.register(CONVERSATION)
     task = await worker.start(CONVERSATION, agent)
@@ -126,7 +126,7 @@ async def test_a_cancel_without_a_run_is_matched_by_the_row_never_by_clocks(
         requested_at=utc_now(),
         row_version=1,
     )
-    send_raw(stack, stack.queue_url, versioned.model_dump_json(), "versioned")
+    send_raw(stack, stack.stack_queue_url, versioned.model_dump_json(), "versioned")
     versioned_outcome = await worker.poll_once()
     legacy("ahead")
     while_running = await worker.poll_once()

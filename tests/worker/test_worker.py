@@ -153,7 +153,7 @@ async def test_a_stop_that_arrives_while_claiming_wins(
 
     assert outcomes == [Outcome.BEFORE_START]
     assert agent.runs == []
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)
 
 
 # -- cancel --------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ async def test_a_cancel_stops_the_loop_then_deletes_its_message(
     assert cancelled
     assert not other_done  # only the conversation named by the cancel
     assert agent.cleanups[0] == CONVERSATION
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)
     record = read_record(stack, CONVERSATION)
     assert record is not None
     assert record["status"] == "STOPPED"
@@ -263,14 +263,14 @@ async def test_an_unparsable_message_is_set_aside_on_the_dead_letter_queue_at_on
     worker = make_worker()
 
     task = await worker.start(CONVERSATION, Agent())
-    send_raw(stack, stack.queue_url, body)
+    send_raw(stack, stack.stack_queue_url, body)
     outcomes = await worker.poll_once()
     still_running = not task.done()
     await worker.aclose()
 
     assert outcomes == [Outcome.UNPARSABLE]
     assert still_running
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)
     aside = stack.client("sqs").receive_message(QueueUrl=stack.dead_letter_queue_url)
     assert [m["Body"] for m in aside["Messages"]] == [body]
 
@@ -357,10 +357,10 @@ async def test_a_long_poll_still_in_flight_at_shutdown_hands_back_what_it_receiv
     await asyncio.sleep(0.5)  # its long poll is now waiting in a thread
     worker.shutdown()
     await asyncio.wait_for(serving, 5)  # serving ends at once: the poll is left to its thread
-    send_raw(stack, stack.queue_url, cancel_for(CONVERSATION))
+    send_raw(stack, stack.stack_queue_url, cancel_for(CONVERSATION))
 
     await wait_until_logged(caplog, "cancels_handed_back")
-    assert queue_depth(stack, stack.queue_url) == (1, 0)  # visible again, for a live worker
+    assert queue_depth(stack, stack.stack_queue_url) == (1, 0)  # visible again, for a live worker
     assert worker.running == frozenset({CONVERSATION})  # received after shutdown: not acted on
     await worker.aclose()
 
@@ -377,13 +377,13 @@ async def test_the_worker_calls_only_what_its_iam_policy_allows(
             await worker.start("gone", Agent())
         await worker.start(CONVERSATION, Agent())
         await worker.start("lost", Agent())
-        send_raw(stack, stack.queue_url, "garbage", dedup="g")
+        send_raw(stack, stack.stack_queue_url, "garbage", dedup="g")
         service.stop(CONVERSATION, "r")
         await worker.poll_once()
         service.stop("lost", "r2")
         drain_queue(stack)
         await worker.backstop_once()
-        send_raw(stack, stack.queue_url, cancel_for("x"), dedup="x")
+        send_raw(stack, stack.stack_queue_url, cancel_for("x"), dedup="x")
         worker.shutdown()
         assert await worker.poll_once(0) == []  # after shutdown: handed back, not handled
         await worker.aclose()
@@ -429,7 +429,7 @@ async def test_a_loop_slower_than_the_cleanup_bound_does_not_hold_its_message(
 
     assert outcomes == [Outcome.STOPPED]
     assert not done_when_deleted
-    assert queue_depth(stack, stack.queue_url) == (0, 0)
+    assert queue_depth(stack, stack.stack_queue_url) == (0, 0)
     [line] = stopped_lines(caplog)
     assert line["cleanup_completed"] is False
 
@@ -439,7 +439,7 @@ async def test_the_backstop_still_stops_loops_when_the_queue_fails(
     stack: Stack, make_worker: WorkerFactory, service: StopService
 ) -> None:
     seed(stack, {CONVERSATION: "STARTING"})
-    missing_queue = stack.queue_url.replace("/cancel", "/no-such-queue")
+    missing_queue = stack.stack_queue_url.replace("/cancel", "/no-such-queue")
     worker = make_worker(missing_queue, wait_time_seconds=1, backstop_seconds=0.2)
     agent = Agent()
 

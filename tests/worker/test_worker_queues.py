@@ -23,7 +23,9 @@ from tests.worker.support import Agent, WorkerFactory, cancel_for, send_raw
 
 def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
     """A worker configured as every worker of the fleet is: the stack queue and prefix."""
-    return make_worker(stack.queue_url, worker_queue_prefix=stack.worker_queue_prefix, **overrides)
+    return make_worker(
+        stack.stack_queue_url, worker_queue_prefix=stack.worker_queue_prefix, **overrides
+    )
 
 
 def queues_under_prefix(stack: Stack) -> list[str]:
@@ -68,7 +70,7 @@ async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewri
     stack: Stack, make_worker: WorkerFactory
 ) -> None:
     sqs = stack.client("sqs")
-    stack_arn = attributes(stack, stack.queue_url)["QueueArn"]
+    stack_arn = attributes(stack, stack.stack_queue_url)["QueueArn"]
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -83,7 +85,7 @@ async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewri
         ],
     }
     sqs.set_queue_attributes(
-        QueueUrl=stack.queue_url,
+        QueueUrl=stack.stack_queue_url,
         Attributes={"Policy": json.dumps(policy), "VisibilityTimeout": "45"},
     )
     worker = fleet_worker(make_worker, stack)
@@ -92,7 +94,7 @@ async def test_the_workers_queue_is_shaped_like_the_stacks_with_its_policy_rewri
     own = worker.queue_url
 
     mine = attributes(stack, own)
-    theirs = attributes(stack, stack.queue_url)
+    theirs = attributes(stack, stack.stack_queue_url)
     assert mine["FifoQueue"] == "true"
     assert mine["VisibilityTimeout"] == "45"
     assert json.loads(mine["RedrivePolicy"]) == json.loads(theirs["RedrivePolicy"])
@@ -203,8 +205,8 @@ async def test_a_fleet_worker_drains_the_stack_queue_and_acts_only_on_its_own_ru
     await worker.start("here", Agent())
     run_id = worker.run_id("here")
     body = json.loads(cancel_for("here"))
-    send_raw(stack, stack.queue_url, json.dumps({**body, "run_id": run_id}), "a")
-    send_raw(stack, stack.queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
+    send_raw(stack, stack.stack_queue_url, json.dumps({**body, "run_id": run_id}), "a")
+    send_raw(stack, stack.stack_queue_url, cancel_for("elsewhere", stop_id="s2"), "b")
     outcomes = await worker.poll_stack_queue_once(0)
     await worker.aclose()
 
