@@ -71,7 +71,7 @@ def start_running(server: OpenHandsServer, conversation_id: str) -> Any:
     assert claimed["worker_id"] == WORKER_ID
     assert claimed["run_id"] == server.manager.stop_worker.run_id(conversation_id)
     # Its stops are routed to this server's own queue, made under the stack's prefix.
-    assert claimed["cancel_queue_url"] == server.manager.stop_worker.cancel_queue_url
+    assert claimed["cancel_queue_url"] == server.manager.stop_worker.queue_url
     assert claimed["cancel_queue_url"] != server.stack.stack_queue_url
     return client
 

@@ -116,4 +116,4 @@ def test_sigterm_leaves_without_waiting_out_the_long_poll_in_flight(wire_stack: 
     [stopped] = [event for event in worker.seen if event.get("event") == "worker_stopped"]
     assert stopped["loops_left"] == 0
     listed = wire_stack.client("sqs").list_queues(QueueNamePrefix=wire_stack.worker_queue_prefix)
-    assert started["cancel_queue_url"] not in listed.get("QueueUrls", [])
+    assert started["queue_url"] not in listed.get("QueueUrls", [])
