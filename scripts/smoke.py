@@ -1,4 +1,5 @@
-"""After a deploy: run a conversation as a worker would, stop it, and show its cancel arrived.
+"""After a deploy: run a conversation as a worker of the fleet, stop it, and show the worker
+carried the stop out.
 
     KEY=<session key> make smoke URL=<StopUrl> [STACK=<stack name>]
     <command printing the key> | make smoke URL=<StopUrl> [STACK=<stack name>]
@@ -6,42 +7,50 @@
 1. reads the stack's outputs (ConversationsTableName, CancelQueueUrl, WorkerQueuePrefix,
    StopFunctionAlias): of STACK, or of the stack whose StopUrl output is on URL's host, and
    reports which version `live` serves (its number and description);
-2. creates a cancel queue of its own under WorkerQueuePrefix, shaped like the stack's (as a
-   worker creates its queue: same attributes, the policy rewritten for its ARN);
-3. registers a new conversation (``smoke-<random>``, STARTING) and claims it as a worker
-   does (one conditional UpdateItem: RUNNING, its run, its worker id, its queue);
+2. starts the product's own worker (``wiring.build_worker``) with those resources: it joins
+   the roster, creates its own cancel queue under WorkerQueuePrefix and polls it;
+3. registers a new conversation (``smoke-<random>``, STARTING) and starts a loop for it with
+   the worker, which claims it (RUNNING, its run, its worker id and instance, its queue);
 4. checks that a stop without the key and one with a wrong key are refused (401), then stops
-   it with the key (200, "Conversation stopped successfully", previous status RUNNING) and
-   that the row is STOPPED;
-5. receives the cancel on its own queue (naming its run), then deletes the queue and the row.
+   it with the key (200, "Conversation stopped successfully", previous status RUNNING);
+5. checks that the worker cancelled the loop because its cancel arrived on the worker's
+   queue, that the row is STOPPED with ``loop_stopped_via: queue``, and that the answer's
+   ``X-Stop-Confirmation`` is ``confirmed`` (absent or ``not-waited`` when the stack's
+   StopWaitSeconds is 0; ``unconfirmed`` or ``worker-lost`` fail);
+6. closes the worker (its queue and liveness item are deleted), then deletes the row.
 
-It never touches the stack queue, so other conversations' cancels are never received (and
-never counted towards their ``maxReceiveCount``). The key comes from the environment
-(``KEY``) or the first line of standard input (a prompt without echo on a terminal), never
-from a command line, and is never printed.
+For its duration the smoke is a worker of the fleet, which is what it checks: like every
+fleet worker it also drains the stack queue, so a fallback cancel there for another live
+worker's run is forwarded to that worker's queue, not dropped, and a cancel for a
+conversation nobody claimed is deleted, as any worker would. It touches no message beyond
+what a worker does. The key comes from the environment (``KEY``) or the first line of
+standard input (a prompt without echo on a terminal), never from a command line, and is
+never printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
 import secrets
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import httpx
-from openhands_stop.aws.worker_queues import INHERITED_ATTRIBUTES
+from openhands_stop.wiring import build_worker
+from openhands_stop.worker.settings import WorkerSettings, default_worker_id
 
 STOP_PATH = "/api/conversations/{conversation_id}/stop"
 STOPPED = "Conversation stopped successfully"
 WORKER_ID = "make-smoke"
-# The stack queue's attributes a worker's queue takes, as the worker copies them.
-QUEUE_ATTRIBUTES = INHERITED_ATTRIBUTES
+CONFIRMATION_HEADER = "X-Stop-Confirmation"
+# What the answer may say with the stack's StopWaitSeconds at 0: no header, or not-waited.
+CONFIRMATIONS_ACCEPTED = (None, "confirmed", "not-waited")
 
 
 class SmokeFailed(Exception):
@@ -89,28 +98,33 @@ def run(
         prefix = outputs["WorkerQueuePrefix"]
     except KeyError as missing:
         raise SmokeFailed(f"stack {stack or ''} has no output {missing}") from None
+    if not prefix:
+        raise SmokeFailed("the stack's WorkerQueuePrefix is empty: no fleet worker to be")
     say(f"live: {live_version(outputs.get('StopFunctionAlias'))}")
-    queue_url = create_own_queue(stack_queue_url, prefix)
-    say(f"own cancel queue: {queue_url}")
-    dynamodb = boto3.client("dynamodb")
+    settings = WorkerSettings.model_validate(
+        {
+            "table_name": table_name,
+            "stack_queue_url": stack_queue_url,
+            "worker_queue_prefix": prefix,
+            "worker_id": f"{WORKER_ID}-{default_worker_id()}",
+        }
+    )
     conversation_id = f"smoke-{secrets.token_hex(6)}"
-    run_id = f"smoke-run-{secrets.token_hex(8)}"
     try:
-        _register_and_claim(dynamodb, table_name, conversation_id, run_id, queue_url)
-        say(f"claimed {conversation_id} (RUNNING, run {run_id}) in {table_name}")
-        return _stop_and_receive(
-            stop_url(url, conversation_id),
-            key,
-            conversation_id=conversation_id,
-            run_id=run_id,
-            table_name=table_name,
-            queue_url=queue_url,
-            wait_seconds=wait_seconds,
-            say=say,
+        return asyncio.run(
+            _as_worker(
+                settings,
+                stop_url(url, conversation_id),
+                key,
+                conversation_id=conversation_id,
+                wait_seconds=wait_seconds,
+                say=say,
+            )
         )
     finally:
-        dynamodb.delete_item(TableName=table_name, Key={"conversation_id": {"S": conversation_id}})
-        boto3.client("sqs").delete_queue(QueueUrl=queue_url)
+        boto3.client("dynamodb").delete_item(
+            TableName=table_name, Key={"conversation_id": {"S": conversation_id}}
+        )
 
 
 def live_version(alias_arn: str | None) -> str:
@@ -121,74 +135,93 @@ def live_version(alias_arn: str | None) -> str:
     return f"version {configuration['Version']} ({configuration.get('Description', '')})"
 
 
-def create_own_queue(stack_queue_url: str, prefix: str) -> str:
-    """A queue under the workers' prefix, shaped like the stack's, as a worker creates its
-    own: the stop route sends a claimed run's cancel there, and to nobody else."""
-    sqs = boto3.client("sqs")
-    stack = sqs.get_queue_attributes(QueueUrl=stack_queue_url, AttributeNames=["All"])
-    attributes: dict[str, str] = {str(k): v for k, v in stack.get("Attributes", {}).items()}
-    name = f"{prefix}{secrets.token_hex(6)}.fifo"
-    own: dict[str, str] = {"FifoQueue": "true"}
-    own.update({k: attributes[k] for k in QUEUE_ATTRIBUTES if attributes.get(k)})
-    stack_arn = attributes.get("QueueArn", "")
-    if "Policy" in own and stack_arn:
-        # The stack queue's ARN appears in its policy only as each statement's Resource.
-        own["Policy"] = own["Policy"].replace(stack_arn, f"{stack_arn.rsplit(':', 1)[0]}:{name}")
-    request: Any = {"QueueName": name, "Attributes": own}
-    url: str = sqs.create_queue(**request)["QueueUrl"]
-    return url
-
-
-def _register_and_claim(
-    dynamodb: Any, table_name: str, conversation_id: str, run_id: str, queue_url: str
-) -> None:
-    """A worker's register (a new STARTING row) and claim (STARTING -> RUNNING, with its run,
-    its worker id and its queue), each one conditional write."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    key = {"conversation_id": {"S": conversation_id}}
-    dynamodb.update_item(
-        TableName=table_name,
-        Key=key,
-        UpdateExpression="SET #status = :starting, registered_at = :now, updated_at = :now "
-        "ADD version :one",
-        ConditionExpression="attribute_not_exists(#status)",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={
-            ":starting": {"S": "STARTING"},
-            ":now": {"S": now},
-            ":one": {"N": "1"},
-        },
-    )
-    dynamodb.update_item(
-        TableName=table_name,
-        Key=key,
-        UpdateExpression="SET #status = :running, run_id = :run, worker_id = :worker, "
-        "cancel_queue_url = :queue, claimed_at = :now, updated_at = :now ADD version :one",
-        ConditionExpression="#status = :starting",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={
-            ":running": {"S": "RUNNING"},
-            ":starting": {"S": "STARTING"},
-            ":run": {"S": run_id},
-            ":worker": {"S": WORKER_ID},
-            ":queue": {"S": queue_url},
-            ":now": {"S": now},
-            ":one": {"N": "1"},
-        },
-    )
-
-
-def _stop_and_receive(
+async def _as_worker(
+    settings: WorkerSettings,
     url: str,
     key: str,
     *,
     conversation_id: str,
-    run_id: str,
-    table_name: str,
-    queue_url: str,
     wait_seconds: float,
     say: Any,
 ) -> dict[str, Any]:
+    """The worker's part: claim a run, stop it over HTTP, see the worker carry it out.
+    Leaving ``async with`` deletes the worker's queue and liveness item, passed or failed."""
+    cancelled = asyncio.Event()
+
+    async def loop(_: str) -> None:
+        """An agent loop that runs until its worker cancels it, and notes that it did."""
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    table_name = settings.table_name
+    async with build_worker(settings) as worker:
+        queue_url = worker.queue_url
+        say(f"own cancel queue: {queue_url}")
+        await worker.register(conversation_id)
+        task = await worker.start(conversation_id, loop)
+        run_id = worker.run_id(conversation_id)
+        row = await asyncio.to_thread(_row, table_name, conversation_id)
+        claimed = {k: row.get(k, {}).get("S") for k in ("status", "worker_instance", "run_id")}
+        if claimed != {"status": "RUNNING", "worker_instance": worker.instance, "run_id": run_id}:
+            raise SmokeFailed(f"the claimed row says {claimed}, not this worker's run")
+        say(
+            f"claimed {conversation_id} (RUNNING, run {run_id}, worker instance "
+            f"{worker.instance}) in {table_name}"
+        )
+        response, elapsed_ms = await asyncio.to_thread(_send_stops, url, key, say)
+        body = _json(response)
+        if response.status_code != 200 or body.get("message") != STOPPED:
+            raise SmokeFailed(f"the stop answered {response.status_code} {body}")
+        if body.get("conversation_status") != "RUNNING":
+            raise SmokeFailed(f"the stop saw {body.get('conversation_status')}, not RUNNING")
+        confirmation = response.headers.get(CONFIRMATION_HEADER)
+        say(
+            f"stop: 200 {STOPPED!r} (was RUNNING) in {elapsed_ms:.0f} ms, "
+            f"{CONFIRMATION_HEADER}: {confirmation or '(none)'}"
+        )
+        deadline = time.monotonic() + wait_seconds
+        await asyncio.wait({task}, timeout=wait_seconds)
+        if not task.done():
+            raise SmokeFailed(
+                f"no cancel for {conversation_id} on its own queue {queue_url} within "
+                f"{wait_seconds:.0f} s: the loop still runs (the function's log line for the "
+                "stop says where it sent the cancel)"
+            )
+        if not cancelled.is_set():
+            raise SmokeFailed(f"the loop of {conversation_id} ended without being cancelled")
+        row = await _ended_row(table_name, conversation_id, deadline)
+        via = row.get("loop_stopped_via", {}).get("S")
+        if via != "queue":
+            raise SmokeFailed(
+                f"no cancel for {conversation_id} arrived on its own queue {queue_url}: the "
+                f"worker stopped the loop via {via} (the function's log line for the stop "
+                "says where it sent the cancel)"
+            )
+        if row["status"]["S"] != "STOPPED":
+            raise SmokeFailed(f"the row is {row['status']['S']}, not STOPPED")
+        stop_id = row.get("stop_id", {}).get("S")
+        say(f"row: STOPPED, stop_id {stop_id}, loop_stopped_via queue")
+        if confirmation not in CONFIRMATIONS_ACCEPTED:
+            raise SmokeFailed(
+                f"the stop's {CONFIRMATION_HEADER} is {confirmation}, though its worker "
+                "carried it out: the route did not see the loop's end"
+            )
+        say(f"cancel arrived on {queue_url}: the worker cancelled run {run_id}")
+    say("smoke: ok")
+    return {
+        "conversation_id": conversation_id,
+        "run_id": run_id,
+        "stop_id": stop_id,
+        "confirmation": confirmation,
+    }
+
+
+def _send_stops(url: str, key: str, say: Any) -> tuple[httpx.Response, float]:
+    """Without the key and with a wrong one (both refused), then with the key: its answer
+    and how long it took (blocking: in a thread, while the worker polls)."""
     with httpx.Client(timeout=30) as client:
         refused = client.post(url)
         if refused.status_code != 401:
@@ -201,47 +234,30 @@ def _stop_and_receive(
         say("with a wrong key: 401")
         started = time.monotonic()
         response = client.post(url, headers={"X-Session-API-Key": key})
-        elapsed_ms = (time.monotonic() - started) * 1000
-    body = _json(response)
-    if response.status_code != 200 or body.get("message") != STOPPED:
-        raise SmokeFailed(f"the stop answered {response.status_code} {body}")
-    if body.get("conversation_status") != "RUNNING":
-        raise SmokeFailed(f"the stop saw {body.get('conversation_status')}, not RUNNING")
-    say(f"stop: 200 {STOPPED!r} (was RUNNING) in {elapsed_ms:.0f} ms")
-    row = boto3.client("dynamodb").get_item(
-        TableName=table_name, Key={"conversation_id": {"S": conversation_id}}, ConsistentRead=True
-    )["Item"]
-    if row["status"]["S"] != "STOPPED":
-        raise SmokeFailed(f"the row is {row['status']['S']}, not STOPPED")
-    stop_id = row.get("stop_id", {}).get("S")
-    say(f"row: STOPPED, stop_id {stop_id}")
-    cancel = _receive_cancel(queue_url, conversation_id, wait_seconds)
-    if cancel.get("stop_id") != stop_id:
-        raise SmokeFailed(f"the cancel's stop_id {cancel.get('stop_id')} is not the row's")
-    if cancel.get("run_id") not in (None, run_id):
-        raise SmokeFailed(f"the cancel names run {cancel.get('run_id')}, not {run_id}")
-    say(f"cancel arrived on {queue_url}: {json.dumps(cancel, sort_keys=True)}")
-    say("smoke: ok")
-    return {"conversation_id": conversation_id, "stop_id": stop_id, "cancel": cancel}
+        return response, (time.monotonic() - started) * 1000
 
 
-def _receive_cancel(queue_url: str, conversation_id: str, wait_seconds: float) -> dict[str, Any]:
-    sqs = boto3.client("sqs")
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        poll = max(1, min(20, int(deadline - time.monotonic())))
-        received = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=poll
-        ).get("Messages", [])
-        for message in received:  # the queue is the smoke's own: nobody else's cancels
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-            cancel = _json_text(message["Body"])
-            if cancel.get("sid") == conversation_id:
-                return cancel
-    raise SmokeFailed(
-        f"no cancel for {conversation_id} on its own queue {queue_url} within "
-        f"{wait_seconds:.0f} s (the function's log line for the stop says where it sent it)"
+def _row(table_name: str, conversation_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = (
+        boto3.client("dynamodb")
+        .get_item(
+            TableName=table_name,
+            Key={"conversation_id": {"S": conversation_id}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
     )
+    return item
+
+
+async def _ended_row(table_name: str, conversation_id: str, deadline: float) -> dict[str, Any]:
+    """The row once the worker has recorded the loop's end (just after the loop's task ends),
+    or as it is at the deadline."""
+    while True:
+        row = await asyncio.to_thread(_row, table_name, conversation_id)
+        if "loop_stopped_via" in row or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(0.1)
 
 
 def read_key() -> str:
@@ -273,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the StopUrl output, or the API's base URL")
     parser.add_argument("--stack", help="the stack's name (default: the one serving --url)")
-    parser.add_argument("--wait", type=float, default=30, help="seconds to wait for the cancel")
+    parser.add_argument(
+        "--wait", type=float, default=30, help="seconds to wait for the worker to stop the loop"
+    )
     args = parser.parse_args(argv)
     key = read_key()
     if not key:

@@ -1,9 +1,12 @@
 """make smoke, as an operator runs it after a deploy: against moto's server (the stack, its
 outputs in CloudFormation, a published version behind `live`) and the app served on
-127.0.0.1. The key reaches it by the environment or standard input, never a command line."""
+127.0.0.1, waiting for the loop's end as the stack's default StopWaitSeconds=5 makes it. The
+smoke is the product's own worker for its duration. The key reaches it by the environment or
+standard input, never a command line."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -16,11 +19,13 @@ from typing import Any
 import pytest
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.settings import RouteSettings
-from openhands_stop.wiring import build_service
+from openhands_stop.wiring import build_service, build_worker
+from openhands_stop.worker.settings import WorkerSettings
 
 from local.emulation import AWS_DUMMY_ENV, DEMO_SESSION_KEY, ROOT, Stack
 from tests.reliability.support import LiveServer
 from tests.support import drain_queue
+from tests.worker.support import cancel_for, send_raw
 
 STACK_NAME = "openhands-stop-smoke"
 
@@ -80,10 +85,25 @@ def register_stack(stack: Stack, stop_url: str, name: str = STACK_NAME) -> None:
     stack.client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
 
 
+def route_settings(stack: Stack) -> RouteSettings:
+    """The function's settings as the stack deploys them: StopWaitSeconds=5, its default."""
+    return RouteSettings.from_environment(
+        {**stack.function_environment(), "STOP_WAIT_SECONDS": "5"}
+    )
+
+
 @pytest.fixture
-def served(wire_stack: Stack, wire_settings: RouteSettings) -> Iterator[str]:
-    with LiveServer(create_app(build_service(wire_settings))) as server:
+def served(wire_stack: Stack) -> Iterator[str]:
+    with LiveServer(create_app(build_service(route_settings(wire_stack)))) as server:
         yield server.url
+
+
+def worker_queues(stack: Stack) -> list[str]:
+    sqs = stack.client("sqs")
+    urls: list[str] = sqs.list_queues(QueueNamePrefix=stack.worker_queue_prefix).get(
+        "QueueUrls", []
+    )
+    return urls
 
 
 def make_smoke(
@@ -109,7 +129,7 @@ def make_smoke(
     )
 
 
-def test_smoke_stops_a_conversation_it_registers_and_receives_its_cancel(
+def test_smoke_runs_a_worker_whose_queue_carries_the_stop_out_confirmed(
     wire_stack: Stack, served: str, moto_endpoint: str
 ) -> None:
     stop_url = served + "/api/conversations/{conversation_id}/stop"
@@ -120,73 +140,76 @@ def test_smoke_stops_a_conversation_it_registers_and_receives_its_cancel(
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert f"live: version 1 ({LIVE_DESCRIPTION})" in out
-    assert f"own cancel queue: {moto_endpoint}/123456789012/{wire_stack.worker_queue_prefix}" in out
+    queue_url = out.split("own cancel queue: ", 1)[1].splitlines()[0]
+    prefix = f"{moto_endpoint}/123456789012/{wire_stack.worker_queue_prefix}"
+    assert queue_url.startswith(prefix), "the worker's own queue, under the prefix"
+    claimed = out.split("claimed ", 1)[1].splitlines()[0]
+    conversation_id = claimed.split(" ", 1)[0]
+    assert conversation_id.startswith("smoke-")
+    instance = claimed.split("worker instance ", 1)[1].split(")", 1)[0]
+    assert queue_url == f"{prefix}{instance}.fifo", "the claim names the worker's instance"
     assert "without the key: 401" in out
     assert "with a wrong key: 401" in out
     assert "stop: 200 'Conversation stopped successfully' (was RUNNING)" in out
-    assert "row: STOPPED" in out
-    cancel = json.loads(out.split("cancel arrived on ", 1)[1].split(": ", 1)[1].splitlines()[0])
-    assert cancel["message_type"] == "close_session"
-    assert cancel["sid"].startswith("smoke-")
-    assert cancel["run_id"].startswith("smoke-run-"), "the run its claim started"
+    assert "X-Stop-Confirmation: confirmed" in out, "the route saw the worker end the loop"
+    assert "row: STOPPED, stop_id " in out
+    assert "loop_stopped_via queue" in out
+    assert f"cancel arrived on {queue_url}: the worker cancelled run " in out
     assert "smoke: ok" in out
     assert DEMO_SESSION_KEY not in out + result.stderr, "the key is never printed"
-    # It cleans up: its row and its queue are gone; the stack queue was never touched.
+    # It cleans up: its row, its queue and its liveness item are gone; nothing went to the
+    # stack queue (the cancel went to the worker's queue) nor to the dead-letter queue.
     items = wire_stack.client("dynamodb").scan(TableName=wire_stack.table_name)["Items"]
-    assert not [i for i in items if i["conversation_id"]["S"] == cancel["sid"]]
-    sqs = wire_stack.client("sqs")
-    queues = sqs.list_queues(QueueNamePrefix=wire_stack.worker_queue_prefix).get("QueueUrls", [])
-    assert queues == []
+    assert [i["conversation_id"]["S"] for i in items] == []
+    assert worker_queues(wire_stack) == []
     assert drain_queue(wire_stack) == []
+    assert drain_queue(wire_stack, wire_stack.dead_letter_queue_url) == []
 
 
-def test_smoke_gives_its_queue_the_stack_queue_s_shape(
-    wire_stack: Stack, served: str, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Created as a worker creates its queue: FIFO, the stack queue's attributes."""
-    from scripts import smoke
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    url = smoke.create_own_queue(wire_stack.stack_queue_url, wire_stack.worker_queue_prefix)
-    try:
-        sqs = wire_stack.client("sqs")
-        own = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        stack = sqs.get_queue_attributes(
-            QueueUrl=wire_stack.stack_queue_url, AttributeNames=["All"]
-        )["Attributes"]
-        assert own["FifoQueue"] == "true"
-        assert own["RedrivePolicy"] == stack["RedrivePolicy"]
-        name = url.rsplit("/", 1)[1]
-        assert name.startswith(wire_stack.worker_queue_prefix)
-        assert name.endswith(".fifo")
-        assert len(name) == len(wire_stack.worker_queue_prefix) + 12 + len(".fifo")
-    finally:
-        wire_stack.client("sqs").delete_queue(QueueUrl=url)
-
-
-def test_smoke_never_receives_other_conversations_cancels(
+def test_smoke_forwards_a_fallback_cancel_for_a_peer_s_run_as_a_fleet_worker_does(
     wire_stack: Stack, served: str, moto_endpoint: str
 ) -> None:
-    """Foreign cancels on the stack queue are never received: none counts towards its
-    maxReceiveCount (five smoke runs used to send them to the dead-letter queue)."""
+    """The smoke is a worker of the fleet while it runs, so it drains the stack queue: a
+    fallback cancel there for a live peer's run reaches the peer's queue as it was sent,
+    never dropped, nor dead-lettered."""
     register_stack(wire_stack, served + "/api/conversations/{conversation_id}/stop")
-    sqs = wire_stack.client("sqs")
-    other = {"message_type": "close_session", "sid": "someone-else", "stop_id": "s1"}
-    sqs.send_message(
-        QueueUrl=wire_stack.stack_queue_url,
-        MessageBody=json.dumps(other),
-        MessageGroupId="someone-else",
-        MessageDeduplicationId="s1",
-    )
 
-    for _ in range(2):
-        result = make_smoke(moto_endpoint, f"URL={served}", f"STACK={STACK_NAME}")
-        assert result.returncode == 0, result.stdout + result.stderr
-    received = wire_stack.client("sqs").receive_message(
-        QueueUrl=wire_stack.stack_queue_url, AttributeNames=["ApproximateReceiveCount"]
-    )["Messages"]
-    assert [json.loads(m["Body"])["sid"] for m in received] == ["someone-else"]
-    assert received[0]["Attributes"]["ApproximateReceiveCount"] == "1", "this is its first"
+    async def forever(_: str) -> None:
+        await asyncio.Event().wait()
+
+    async def scenario() -> tuple[Any, str, list[str]]:
+        settings = WorkerSettings.model_validate(
+            {
+                "table_name": wire_stack.table_name,
+                "stack_queue_url": wire_stack.stack_queue_url,
+                "worker_queue_prefix": wire_stack.worker_queue_prefix,
+                "worker_id": "peer",
+            }
+        )
+        peer = build_worker(settings)
+        await peer.open()  # in the roster, with its queue; it polls nothing itself
+        try:
+            await peer.register("peer-conversation")
+            await peer.start("peer-conversation", forever)
+            body = cancel_for("peer-conversation", "peer-stop", peer.run_id("peer-conversation"))
+            send_raw(wire_stack, wire_stack.stack_queue_url, body, dedup="peer-stop")
+            result = await asyncio.to_thread(
+                make_smoke, moto_endpoint, f"URL={served}", f"STACK={STACK_NAME}"
+            )
+            received = wire_stack.client("sqs").receive_message(
+                QueueUrl=peer.queue_url, MaxNumberOfMessages=10
+            )
+            return result, body, [m["Body"] for m in received.get("Messages", [])]
+        finally:
+            await peer.aclose()
+
+    result, body, forwarded = asyncio.run(scenario())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert forwarded == [body], "forwarded to the run's holder as it was sent"
+    assert drain_queue(wire_stack) == []
+    assert drain_queue(wire_stack, wire_stack.dead_letter_queue_url) == []
+    assert worker_queues(wire_stack) == []
 
 
 def test_smoke_fails_with_a_wrong_key_and_never_prints_it(
@@ -200,6 +223,7 @@ def test_smoke_fails_with_a_wrong_key_and_never_prints_it(
     assert result.returncode != 0
     assert "smoke: FAILED: the stop answered 401" in result.stderr
     assert wrong not in result.stdout + result.stderr
+    assert worker_queues(wire_stack) == [], "its worker's queue is deleted when it fails"
 
 
 def test_smoke_reads_the_key_from_standard_input(
@@ -220,21 +244,17 @@ def test_smoke_refuses_the_key_on_make_s_command_line(moto_endpoint: str) -> Non
     assert "k" * 40 not in result.stdout + result.stderr
 
 
-def test_smoke_fails_when_no_cancel_arrives(
-    wire_stack: Stack,
-    wire_settings: RouteSettings,
-    moto_endpoint: str,
-) -> None:
-    """A stop that records STOPPED but whose cancel goes nowhere the smoke reads."""
-    service = build_service(wire_settings)
+def test_smoke_fails_when_no_cancel_arrives(wire_stack: Stack, moto_endpoint: str) -> None:
+    """A stop that records STOPPED but whose cancel goes nowhere: the worker's queue never
+    carries it out (its backstop may, later), and the smoke says so."""
+    service = build_service(route_settings(wire_stack))
     service.cancels._client.send_message = lambda **_: {"MessageId": "lost"}  # type: ignore[attr-defined]
     with LiveServer(create_app(service)) as server:
         register_stack(wire_stack, server.url + "/api/conversations/{conversation_id}/stop")
         result = make_smoke(moto_endpoint, f"URL={server.url}")
     assert result.returncode != 0
+    assert "smoke: ok" not in result.stdout
     assert "no cancel for smoke-" in result.stderr
-    assert (
-        not wire_stack.client("sqs")
-        .list_queues(QueueNamePrefix=wire_stack.worker_queue_prefix)
-        .get("QueueUrls")
-    ), "its queue is deleted even when it fails"
+    assert worker_queues(wire_stack) == [], "its worker's queue is deleted even when it fails"
+    items = wire_stack.client("dynamodb").scan(TableName=wire_stack.table_name)["Items"]
+    assert [i["conversation_id"]["S"] for i in items] == []
