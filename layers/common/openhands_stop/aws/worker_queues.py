@@ -22,8 +22,7 @@ from openhands_stop.domain.errors import DependencyFailure
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-# The stack queue's attributes a worker's queue inherits (the rest are SQS's defaults); the
-# smoke test's own queue takes the same (scripts/smoke.py).
+# The stack queue's attributes a worker's queue inherits (the rest are SQS's defaults).
 INHERITED_ATTRIBUTES = (
     "VisibilityTimeout",
     "MessageRetentionPeriod",
