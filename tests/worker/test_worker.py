@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from openhands_stop.aws.cancel_inbox import SqsCancelInbox
 from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
 from openhands_stop.aws.clients import dynamodb_client
 from openhands_stop.domain.models import utc_now
@@ -347,14 +348,25 @@ async def test_the_serving_worker_stops_loops_from_its_queue_and_from_its_backst
 
 @pytest.mark.anyio
 async def test_a_long_poll_still_in_flight_at_shutdown_hands_back_what_it_receives(
-    stack: Stack, make_worker: WorkerFactory, caplog: pytest.LogCaptureFixture
+    stack: Stack,
+    make_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO, logger="openhands_stop.worker")
+    polling = threading.Event()
+    receive = SqsCancelInbox.receive
+
+    def receive_and_tell(inbox: SqsCancelInbox, wait_seconds: int, max_messages: int = 10) -> Any:
+        polling.set()  # the real receive follows: the poll is in flight
+        return receive(inbox, wait_seconds, max_messages)
+
+    monkeypatch.setattr(SqsCancelInbox, "receive", receive_and_tell)
     seed(stack, {CONVERSATION: "STARTING"})
     worker = make_worker(wait_time_seconds=10)
     await worker.start(CONVERSATION, Agent())
     serving = asyncio.create_task(worker.serve())
-    await asyncio.sleep(0.5)  # its long poll is now waiting in a thread
+    assert await asyncio.to_thread(polling.wait, 15)
     worker.shutdown()
     await asyncio.wait_for(serving, 5)  # serving ends at once: the poll is left to its thread
     send_raw(stack, stack.stack_queue_url, cancel_for(CONVERSATION))
