@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from openhands_stop.aws.claims import DynamoClaimTable
+from openhands_stop.aws.clients import dynamodb_client
 from openhands_stop.domain.models import CancelMessage, utc_now
-from openhands_stop.domain.ports import ClaimTable
+from openhands_stop.domain.ports import ClaimResult, ClaimTable
 from openhands_stop.wiring import build_worker
 from openhands_stop.worker import Worker, WorkerSettings
 from openhands_stop.worker.clock import Clock
@@ -99,6 +102,22 @@ async def wait_until_logged(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the worker never logged {event}")
+
+
+class ClaimAnswerHeld(DynamoClaimTable):
+    """A claim table whose claim, once written, holds its answer until ``proceed`` is set
+    (``claimed`` is set meanwhile): what the worker does while its claim is in flight."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(dynamodb_client(), stack.table_name)
+        self.claimed = threading.Event()
+        self.proceed = threading.Event()
+
+    def claim(self, *args: Any, **kwargs: Any) -> ClaimResult:
+        result = super().claim(*args, **kwargs)
+        self.claimed.set()
+        self.proceed.wait(5)
+        return result
 
 
 def worker_factory(stack: Stack) -> WorkerFactory:

@@ -21,6 +21,7 @@ from tests.support import AwsCallCounter, drain_queue, read_record
 from tests.worker.support import (
     WORKER_ID,
     Agent,
+    ClaimAnswerHeld,
     WorkerFactory,
     cancel_for,
     queue_depth,
@@ -132,23 +133,15 @@ async def test_a_stop_that_arrives_while_claiming_wins(
 ) -> None:
     """Claim written, cancel routed here and received before the loop exists: no loop."""
     seed(stack, {CONVERSATION: "STARTING"})
-    claimed, proceed = threading.Event(), threading.Event()
-
-    class SlowAnswer(DynamoClaimTable):
-        def claim(self, *args: Any, **kwargs: Any) -> ClaimResult:
-            result = super().claim(*args, **kwargs)
-            claimed.set()
-            proceed.wait(5)
-            return result
-
-    worker = make_worker(table=SlowAnswer(dynamodb_client(), stack.table_name))
+    held = ClaimAnswerHeld(stack)
+    worker = make_worker(table=held)
     agent = Agent()
 
     starting = asyncio.create_task(worker.start(CONVERSATION, agent))
-    await asyncio.to_thread(claimed.wait, 5)
+    await asyncio.to_thread(held.claimed.wait, 5)
     service.stop(CONVERSATION, "req-early")
     outcomes = await worker.poll_once()
-    proceed.set()
+    held.proceed.set()
     with pytest.raises(ClaimRejected):
         await starting
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from typing import Any
 
 import pytest
-from openhands_stop.aws.claims import ClaimResult, DynamoClaimTable
-from openhands_stop.aws.clients import dynamodb_client, long_poll_sqs_client
+from openhands_stop.aws.clients import long_poll_sqs_client
 from openhands_stop.aws.worker_queues import WorkerQueues
 from openhands_stop.aws.worker_roster import DynamoWorkerRoster
 from openhands_stop.edge.service import StopService
@@ -18,7 +16,7 @@ from openhands_stop.worker import Outcome, Worker
 
 from local.emulation import Stack, load_template, seed
 from tests.support import AwsCallCounter, read_record
-from tests.worker.support import Agent, WorkerFactory, cancel_for, send_raw
+from tests.worker.support import Agent, ClaimAnswerHeld, WorkerFactory, cancel_for, send_raw
 
 
 def fleet_worker(make_worker: WorkerFactory, stack: Stack, **overrides: Any) -> Worker:
@@ -269,23 +267,15 @@ async def test_a_claim_in_flight_while_the_queue_is_made_again_follows_the_new_q
     """The claim lands under the instance the worker just left: it is moved too, so its stop
     comes via the new queue and no peer releases it with the old instance."""
     seed(stack, {"late": "STARTING"})
-    claimed, proceed = threading.Event(), threading.Event()
-
-    class SlowAnswer(DynamoClaimTable):
-        def claim(self, *args: Any, **kwargs: Any) -> ClaimResult:
-            result = super().claim(*args, **kwargs)
-            claimed.set()
-            proceed.wait(5)
-            return result
-
-    worker = fleet_worker(make_worker, stack, table=SlowAnswer(dynamodb_client(), stack.table_name))
+    held = ClaimAnswerHeld(stack)
+    worker = fleet_worker(make_worker, stack, table=held)
     await worker.open()
     first = worker.queue_url
     starting = asyncio.create_task(worker.start("late", Agent()))
-    await asyncio.to_thread(claimed.wait, 5)
+    await asyncio.to_thread(held.claimed.wait, 5)
     stack.client("sqs").delete_queue(QueueUrl=first)
     assert await worker.poll_once(0) == []  # a new queue and instance, while the claim waits
-    proceed.set()
+    held.proceed.set()
     task = await starting
     service.stop("late", "r")
     outcomes = await worker.poll_once()
