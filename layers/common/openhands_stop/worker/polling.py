@@ -64,12 +64,19 @@ class InboxPoller:
         try:
             messages = await asyncio.to_thread(self._receive_unless_shut_down, wait)
         except DependencyFailure as failure:
-            if not (is_missing_queue(failure) and self._queue_missing is not None):
+            if not await self._made_again(failure, polled):
                 raise
-            log(logging.WARNING, "own_queue_missing", queue_url=polled)
-            await self._queue_missing(polled)
             return []
         return list(await asyncio.gather(*(self.handle(message) for message in messages)))
+
+    async def _made_again(self, failure: DependencyFailure, polled: str) -> bool:
+        """Whether ``failure`` was this worker's own queue gone, now made again (liveness
+        makes a new queue, under a new instance); a failure to make it is raised."""
+        if not (is_missing_queue(failure) and self._queue_missing is not None):
+            return False
+        log(logging.WARNING, "own_queue_missing", queue_url=polled)
+        await self._queue_missing(polled)
+        return True
 
     async def handle(self, message: ReceivedMessage) -> Outcome:
         try:
@@ -170,10 +177,8 @@ class InboxPoller:
                 try:
                     messages = receiving.result()
                 except DependencyFailure as failure:
-                    if is_missing_queue(failure) and self._queue_missing is not None:
-                        log(logging.WARNING, "own_queue_missing", queue_url=polled)
-                        with contextlib.suppress(DependencyFailure):
-                            await self._queue_missing(polled)
+                    with contextlib.suppress(DependencyFailure):
+                        if await self._made_again(failure, polled):
                             continue
                     backoff = min(max(backoff * 2, 0.5), _POLL_BACKOFF_MAX_SECONDS)
                     log(
