@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from openhands_stop.domain.confirmation import Confirmation, wait_for_loop_end
+from openhands_stop.domain.ports import RunEndView
 from openhands_stop.edge.app import create_app
 from openhands_stop.edge.settings import RouteSettings
 from openhands_stop.wiring import build_service
@@ -191,3 +195,50 @@ async def test_a_repeat_of_the_stop_resends_the_identical_audited_cancel(
     [resent] = drain_queue(stack)
     assert resent == first
     await asyncio.sleep(0)
+
+
+class _HeldReads:
+    """RunEnds whose chosen read holds until released: a slow DynamoDB read."""
+
+    def __init__(self, slow: str) -> None:
+        self.slow = slow
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+
+    def _read(self, name: str) -> None:
+        if name == self.slow:
+            self.started.set()
+            self.release.wait(10)
+            self.finished.set()
+
+    def run_end(self, conversation_id: str) -> RunEndView | None:
+        self._read("run_end")
+        return RunEndView(run_id="run-1", loop_stopped_via=None)
+
+    def worker_gone(self, worker_instance: str) -> bool:
+        self._read("worker_gone")
+        return False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("slow", ["run_end", "worker_gone"])
+async def test_the_wait_keeps_its_bound_while_a_read_is_still_out(slow: str) -> None:
+    reads = _HeldReads(slow)
+    try:
+        confirmation = await wait_for_loop_end(
+            "c",
+            "run-1",
+            "worker-1",
+            run_ends=reads,
+            wait_seconds=0.5,
+            started=time.monotonic(),
+            monotonic=time.monotonic,
+            sleep=asyncio.sleep,
+        )
+        # Answered while the slow read was still out: it never reached an answer.
+        assert reads.started.is_set()
+        assert not reads.finished.is_set()
+        assert confirmation.outcome is Confirmation.UNCONFIRMED
+    finally:
+        reads.release.set()

@@ -67,7 +67,8 @@ async def wait_for_loop_end(
             break
         # In a thread: on a server that answers many stops in one event loop (uvicorn), one
         # stop's read must not hold up the others' answers. A read still out at the deadline
-        # is left: the bound holds even when a read is slow.
+        # (this one or the worker's) is left: the bound holds even when a read is slow
+        # (tests/test_confirmed_stop.py).
         reads += 1
         try:
             view = await asyncio.wait_for(
@@ -88,6 +89,13 @@ async def wait_for_loop_end(
             worker_checked = True
             reads += 1
             assert worker_instance is not None
-            if await asyncio.to_thread(run_ends.worker_gone, worker_instance):
+            try:
+                gone = await asyncio.wait_for(
+                    asyncio.to_thread(run_ends.worker_gone, worker_instance),
+                    max(deadline - monotonic(), 0),
+                )
+            except TimeoutError:
+                break
+            if gone:
                 return StopConfirmation(Confirmation.WORKER_LOST, monotonic() - started, reads)
     return StopConfirmation(Confirmation.UNCONFIRMED, monotonic() - started, reads)
